@@ -1,0 +1,81 @@
+"""What every loss term sees: the outputs of both models, gathered once per step.
+
+The module runs the models, the losses only read tensors. ``LossInputs`` is the single place
+through which teacher outputs reach the losses, so a teacher-output cache can later fill
+``teacher`` without a teacher forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ModelOutputs:
+    """Tensors one model produced for a batch.
+
+    Attributes:
+        logits: ``(B, C)`` for sequence tasks, ``(B, T, V)`` for token-level tasks.
+        hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
+            no loss asked for them.
+        attentions: per-layer attention maps ``(B, heads, T, T)``, or ``None``.
+    """
+
+    logits: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class LossInputs:
+    """Everything a loss term may read for one batch.
+
+    Attributes:
+        student: the student's outputs (with grad).
+        teacher: the frozen teacher's outputs, or ``None`` without a teacher.
+        labels: ``(B,)`` class ids or float targets, ``(B, T)`` token ids; ``None`` for unlabeled text.
+        attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
+        logit_mask: ``(B, T)`` bool, the token positions whose logits count (token-level tasks);
+            ``None`` when logits are one row per sequence.
+    """
+
+    student: ModelOutputs
+    teacher: ModelOutputs | None
+    labels: torch.Tensor | None
+    attention_mask: torch.Tensor
+    logit_mask: torch.Tensor | None = None
+
+
+class LossTerm(nn.Module):
+    """A loss in the form the composer calls: ``term(inputs) -> fp32 scalar``.
+
+    Class attributes say what a term reads, so :class:`~distill.losses.LossMix` can skip a term that
+    has nothing to read (no labels on transfer text) and validation can refuse a term that can
+    never run (a teacher term without a teacher).
+    """
+
+    uses_teacher: bool = False
+    uses_labels: bool = False
+    uses_hidden_states: bool = False
+    uses_temperature: bool = False
+    #: Reads a distribution over classes/tokens (meaningless for a 1-output regression head).
+    uses_class_logits: bool = False
+    #: Short formula for the composer's repr, e.g. ``"KL(p_t^T || p_s^T)·T²"``.
+    formula: str = "?"
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is true; 0 (not NaN) for an empty mask.
+
+    Shapes: values ``(...)``; mask ``(...)`` bool or 0/1, same shape, or ``None`` for a plain mean.
+    """
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)

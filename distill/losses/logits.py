@@ -1,0 +1,138 @@
+"""Losses on output logits: soft-target KD, hard-label cross-entropy, regression MSE."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from distill.losses.base import LossInputs, LossTerm, masked_mean
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(
+            f"loss.temperature must be > 0, got {temperature}; typical values are 1, 2, 4 or 8"
+        )
+
+
+def soft_target_kl(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Soft-target knowledge distillation (Hinton et al. 2015, arXiv:1503.02531).
+
+    .. math::
+        T^2 \, \frac{1}{|M|} \sum_{i \in M}
+        \mathrm{KL}\big(\sigma(z^t_i / T) \,\|\, \sigma(z^s_i / T)\big)
+
+    The :math:`T^2` factor keeps the gradient scale of this term roughly independent of
+    :math:`T` (the gradient of the softened KL falls as :math:`1/T^2`), so its weight against the
+    hard-label term need not be retuned when the temperature changes.
+
+    Computed in float32 log space whatever the input dtype (bf16 KL has percent-level errors).
+
+    Args:
+        student_logits: ``(..., V)``.
+        teacher_logits: ``(..., V)``, same shape; treated as a constant.
+        temperature: ``T > 0``.
+        mask: ``(...)`` bool, True where the position counts (token-level logits); ``None`` counts
+            every row. An all-false mask gives 0, never NaN.
+
+    Returns:
+        fp32 scalar.
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} differ; the models must share the label set/vocabulary"
+        )
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    # KL(p_t || p_s) per position = sum_v p_t (log p_t - log p_s)
+    kl = F.kl_div(student_log_probs, teacher_log_probs, log_target=True, reduction="none").sum(-1)
+    return masked_mean(kl, mask) * temperature**2
+
+
+def hard_label_cross_entropy(
+    student_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
+) -> torch.Tensor:
+    r"""Cross-entropy with the gold labels, in float32.
+
+    .. math:: -\frac{1}{|M|} \sum_{i \in M} \log \sigma(z^s_i)_{y_i}, \quad M = \{i : y_i \ne \text{ignore}\}
+
+    Shapes: logits ``(..., C)``; labels ``(...)`` int64. All-ignored labels give 0, never NaN.
+    """
+    flat_logits = student_logits.float().reshape(-1, student_logits.size(-1))
+    flat_labels = labels.reshape(-1)
+    per_position = F.cross_entropy(flat_logits, flat_labels, ignore_index=ignore_index, reduction="none")
+    return masked_mean(per_position, flat_labels != ignore_index)
+
+
+def regression_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    r"""Mean squared error for regression heads (``num_labels: 1``), in float32.
+
+    .. math:: \frac{1}{B} \sum_i (\hat y_i - y_i)^2
+
+    Shapes: predictions ``(B, 1)`` or ``(B,)``; targets ``(B,)``.
+    """
+    return F.mse_loss(predictions.float().reshape(-1), targets.float().reshape(-1))
+
+
+class SoftTargetKL(LossTerm):
+    """Module form of :func:`soft_target_kl`; the composer sets ``temperature``."""
+
+    uses_teacher = True
+    uses_temperature = True
+    uses_class_logits = True
+    formula = "KL(softmax(z_t/T) || softmax(z_s/T))·T²"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return soft_target_kl(
+            inputs.student.logits, inputs.teacher.logits, self.temperature, inputs.logit_mask
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class HardLabelCE(LossTerm):
+    """Module form of :func:`hard_label_cross_entropy`."""
+
+    uses_labels = True
+    uses_class_logits = True
+    formula = "CE(z_s, y)"
+
+    def __init__(self, ignore_index: int = -100) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return hard_label_cross_entropy(inputs.student.logits, inputs.labels, self.ignore_index)
+
+
+class RegressionMSE(LossTerm):
+    """Module form of :func:`regression_mse`: the student's prediction against the gold score."""
+
+    uses_labels = True
+    formula = "MSE(z_s, y)"
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return regression_mse(inputs.student.logits, inputs.labels)
+
+
+class TeacherMSE(LossTerm):
+    """Soft target for regression: MSE between student and teacher predictions (Ba & Caruana 2014)."""
+
+    uses_teacher = True
+    formula = "MSE(z_s, z_t)"
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return regression_mse(inputs.student.logits, inputs.teacher.logits.detach())

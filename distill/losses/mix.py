@@ -1,0 +1,106 @@
+"""``LossMix``: the weighted sum of named loss terms that a distillation run optimises."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distill.losses.base import LossInputs, LossTerm
+from distill.losses.logits import _check_temperature
+
+
+@dataclass
+class LossResult:
+    """One step's loss: the total to backpropagate and each term, unweighted and weighted.
+
+    ``counts[name]`` is the number of examples the term saw (0 when it was skipped, e.g. a label
+    term on unlabeled text).
+    """
+
+    total: torch.Tensor
+    unweighted: dict[str, torch.Tensor]
+    weighted: dict[str, torch.Tensor]
+    counts: dict[str, int]
+
+
+class LossMix(nn.Module):
+    r"""Weighted sum of named terms: :math:`\mathcal{L} = \sum_k w_k \, \mathcal{L}_k`.
+
+    Configured as ``loss.temperature`` plus ``loss.terms.<name>: {weight: w, loss: {_target_: ...}}``.
+    A term whose weight is 0 or which is set to ``null`` is off and never computed. The temperature
+    is owned here and pushed into every term that uses one, so a schedule changes it in one place.
+
+    A term is skipped (and counted as having seen 0 examples) when the batch lacks what it reads:
+    label terms on unlabeled batches, teacher terms without a teacher.
+    """
+
+    def __init__(self, terms: Mapping[str, Mapping | None], temperature: float = 1.0) -> None:
+        super().__init__()
+        self.weights: dict[str, float] = {}
+        self.terms = nn.ModuleDict()
+        for name, spec in terms.items():
+            if spec is None:
+                continue
+            weight = float(spec["weight"])
+            if weight == 0.0:
+                continue
+            loss = spec["loss"]
+            if not isinstance(loss, LossTerm):
+                raise TypeError(
+                    f"loss.terms.{name}.loss must build a distill.losses.LossTerm, got {type(loss).__name__}"
+                )
+            self.weights[name] = weight
+            self.terms[name] = loss
+        if not self.terms:
+            raise ValueError("loss.terms has no term with a non-zero weight; add one, e.g. loss=ce")
+        self.temperature = temperature
+
+    @property
+    def temperature(self) -> float:
+        return self._temperature
+
+    @temperature.setter
+    def temperature(self, value: float) -> None:
+        _check_temperature(value)
+        self._temperature = float(value)
+        for term in self.terms.values():
+            if term.uses_temperature:
+                term.temperature = self._temperature
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(term.uses_teacher for term in self.terms.values())
+
+    @property
+    def uses_hidden_states(self) -> bool:
+        return any(term.uses_hidden_states for term in self.terms.values())
+
+    def forward(self, inputs: LossInputs) -> LossResult:
+        batch_size = inputs.attention_mask.size(0)
+        unweighted: dict[str, torch.Tensor] = {}
+        weighted: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        total = inputs.student.logits.new_zeros((), dtype=torch.float32)
+        for name, term in self.terms.items():
+            if (term.uses_labels and inputs.labels is None) or (
+                term.uses_teacher and inputs.teacher is None
+            ):
+                counts[name] = 0
+                continue
+            value = term(inputs)
+            unweighted[name] = value
+            weighted[name] = self.weights[name] * value
+            counts[name] = batch_size
+            total = total + weighted[name]
+        return LossResult(total, unweighted, weighted, counts)
+
+    def formula(self) -> str:
+        """The whole objective as text, e.g. ``0.5·KL(...)·T² + 0.5·CE(z_s, y)  [T=2.0]``."""
+        parts = [f"{self.weights[name]:g}·[{name}: {term.formula}]" for name, term in self.terms.items()]
+        return " + ".join(parts) + f"  (T={self._temperature:g})"
+
+    def extra_repr(self) -> str:
+        return f"loss = {self.formula()}"
