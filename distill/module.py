@@ -1,0 +1,185 @@
+"""``DistillationModule``: a frozen teacher, a trainable student and a :class:`LossMix`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from distill.losses import LossInputs, LossMix, ModelOutputs
+from distill.metrics import build_metrics
+
+#: Batch keys that are targets, never model inputs.
+TARGET_KEYS = ("labels",)
+
+
+class _FrozenTeacher:
+    """Holds the teacher outside ``nn.Module`` registration.
+
+    Unregistered, the teacher is absent from ``state_dict`` (checkpoints stay student-sized), from
+    ``parameters()`` (no optimizer state, no DDP gradient sync or FSDP/DeepSpeed wrapping) and from
+    the recursive ``.train()`` that Lightning calls (its dropout stays off).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        model.requires_grad_(False)
+        model.eval()
+        self.model = model
+
+
+def model_outputs(model: nn.Module, inputs: dict[str, torch.Tensor], hidden_states: bool) -> ModelOutputs:
+    """Run a transformers model once and keep the tensors the losses read."""
+    output = model(**inputs, output_hidden_states=hidden_states)
+    return ModelOutputs(
+        logits=output.logits,
+        hidden_states=output.hidden_states if hidden_states else None,
+    )
+
+
+class DistillationModule(L.LightningModule):
+    """Distil ``teacher`` into ``student`` with the objective ``loss``.
+
+    With ``teacher=None`` it fine-tunes ``student`` on the labels alone (the loss must then use
+    only label terms): this makes teachers and no-distillation baselines.
+
+    Args:
+        student: the model that trains.
+        teacher: the frozen model to imitate, or ``None``.
+        loss: the weighted terms.
+        optimizer: ``params -> Optimizer`` (Hydra ``_partial_: true``).
+        scheduler: ``(optimizer, num_warmup_steps, num_training_steps) -> LRScheduler`` or ``None``.
+        warmup_ratio: share of the training steps spent warming the learning rate up.
+        num_labels: classes (``1`` = regression).
+        metrics: metric names for evaluation (see :mod:`distill.metrics`).
+        run_config: the resolved run config, stored in checkpoints as hyper-parameters.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        loss: LossMix,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        *,
+        teacher: nn.Module | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        warmup_ratio: float = 0.0,
+        num_labels: int = 2,
+        metrics: list[str] | tuple[str, ...] = ("accuracy",),
+        run_config: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": run_config or {}})
+        self.student = student
+        self.loss = loss
+        self._teacher = _FrozenTeacher(teacher) if teacher is not None else None
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.warmup_ratio = warmup_ratio
+        self.num_labels = num_labels
+        self.student_hidden_states = loss.uses_hidden_states
+        self.val_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/")
+        if teacher is not None:
+            self.val_teacher_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/teacher/")
+            if num_labels > 1:
+                # Share of examples where student and teacher predict the same class.
+                self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/teacher_")
+
+    # -- the teacher ------------------------------------------------------------------------
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher.model if self._teacher is not None else None
+
+    def train(self, mode: bool = True) -> DistillationModule:
+        super().train(mode)
+        if self._teacher is not None:
+            self._teacher.model.eval()
+        return self
+
+    def _teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> ModelOutputs | None:
+        """The teacher's outputs under no_grad, in eval mode, on the batch's device.
+
+        This is the one place teacher outputs come from; a cache reader can replace it.
+        """
+        teacher = self.teacher
+        if teacher is None:
+            return None
+        device = inputs["input_ids"].device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        with torch.no_grad():
+            return model_outputs(teacher, inputs, self.loss.uses_hidden_states)
+
+    # -- steps ------------------------------------------------------------------------------
+    @staticmethod
+    def _split(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
+        return inputs, batch.get("labels")
+
+    def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
+        inputs, labels = self._split(batch)
+        student = model_outputs(self.student, inputs, self.student_hidden_states)
+        teacher = self._teacher_outputs(inputs) if with_teacher else None
+        return LossInputs(
+            student=student,
+            teacher=teacher,
+            labels=labels,
+            attention_mask=inputs["attention_mask"],
+            logit_mask=None,  # sequence-level logits: one row per example
+        )
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        """Student logits for a batch of model inputs."""
+        return self.student(**inputs).logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss_inputs = self._loss_inputs(batch, with_teacher=self.loss.uses_teacher)
+        result = self.loss(loss_inputs)
+        batch_size = loss_inputs.attention_mask.size(0)
+        logged = {"train/loss/total": result.total.detach()}
+        for name, value in result.unweighted.items():
+            logged[f"train/loss/{name}"] = value.detach()
+            logged[f"train/loss/{name}_weighted"] = result.weighted[name].detach()
+        self.log_dict(logged, batch_size=batch_size, prog_bar=False)
+        self.log("train/temperature", self.loss.temperature, batch_size=batch_size)
+        return result.total
+
+    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.squeeze(-1).float() if self.num_labels == 1 else logits.argmax(-1)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss_inputs = self._loss_inputs(batch, with_teacher=self.teacher is not None)
+        result = self.loss(loss_inputs)
+        batch_size = loss_inputs.attention_mask.size(0)
+        self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True)
+        for name, value in result.unweighted.items():
+            self.log(f"val/loss/{name}", value, batch_size=batch_size)
+        student_predictions = self._predictions(loss_inputs.student.logits)
+        labels = loss_inputs.labels
+        if labels is not None:
+            self.val_metrics.update(student_predictions, labels)
+            self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
+        if loss_inputs.teacher is not None:
+            teacher_predictions = self._predictions(loss_inputs.teacher.logits)
+            if labels is not None:
+                self.val_teacher_metrics.update(teacher_predictions, labels)
+                self.log_dict(self.val_teacher_metrics, batch_size=batch_size)
+            if self.num_labels > 1:
+                self.val_agreement.update(student_predictions, teacher_predictions)
+                self.log_dict(self.val_agreement, batch_size=batch_size)
+
+    # -- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        optimizer = self.optimizer_factory(parameters)
+        if self.scheduler_factory is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(
+            optimizer=optimizer,
+            num_warmup_steps=int(self.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
