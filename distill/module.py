@@ -72,7 +72,9 @@ class DistillationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": run_config or {}})
-        self.student = student
+        # from_pretrained returns eval-mode models and Lightning keeps modules in the mode it finds
+        # them: put the student in train mode (dropout on) once, here.
+        self.student = student.train()
         self.loss = loss
         self._teacher = _FrozenTeacher(teacher) if teacher is not None else None
         self.optimizer_factory = optimizer

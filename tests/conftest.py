@@ -32,6 +32,8 @@ def tiny_bert(num_layers: int = 4, hidden: int = 32, num_labels: int = 2, seed: 
 def data_dir() -> Path:
     """The real-data folder from DISTILL_DATA_DIR: skipped (visibly) when unset, never when a file is missing."""
     value = os.environ.get(DATA_DIR_ENV)
+    if not value and os.environ.get("CI"):
+        pytest.fail(f"{DATA_DIR_ENV} is unset in CI: .ci/run must point it at ../shared/data")
     if not value:
         pytest.skip(f"{DATA_DIR_ENV} is unset: point it at the shared data folder to run real-data tests")
     return Path(value)
@@ -45,3 +47,39 @@ def random_batch():
     attention_mask[0, 6:] = 0
     attention_mask[1, 8:] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": torch.tensor([0, 1, 1, 0])}
+
+
+def compose(overrides: list[str], tmp_path: Path):
+    """The run config `distill <overrides>` would get, with every output under ``tmp_path``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_module(config_module="distill.conf", version_base="1.3"):
+        cfg = hydra_compose(
+            config_name="train",
+            overrides=[
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+                f"paths.log_dir={tmp_path / 'logs'}",
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
+        HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):  # as in a real run, the task sees no `hydra` node
+        del cfg["hydra"]
+    return cfg
+
+
+#: A tiny teacher/student pair on real SST-2 rows, a few steps: wiring checks in seconds.
+TINY_RUN = [
+    "teacher=tiny_random",
+    "student=tiny_random",
+    "debug=fast",
+    "logger=csv",
+    "callbacks=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]

@@ -67,21 +67,26 @@ class TeacherWatch(L.Callback):
     """Records the teacher's mode and gradients at every training step."""
 
     def __init__(self):
-        self.modes, self.grads = [], []
+        self.modes, self.grads, self.student_modes = [], [], []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.modes.append(module.teacher.training or any(m.training for m in module.teacher.modules()))
         self.grads.append(any(p.grad is not None for p in module.teacher.parameters()))
+        self.student_modes.append(all(m.training for m in module.student.modules()))
 
 
 def test_teacher_stays_frozen_in_eval_mode_and_never_changes(tmp_path):
     module = make_module(teacher_dropout=0.5)
+    module.student.eval()  # as from_pretrained returns it
+    module = DistillationModule(student=module.student, teacher=module.teacher, loss=module.loss,
+                                optimizer=module.optimizer_factory)
     before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     student_before = module.student.bert.encoder.layer[0].output.dense.weight.clone()
     watch = TeacherWatch()
     trainer(tmp_path, callbacks=[watch], enable_checkpointing=False).fit(module, loader(batches()))
     assert watch.modes == [False] * 4  # Lightning's .train() never reached the teacher's dropout
     assert watch.grads == [False] * 4
+    assert watch.student_modes == [True] * 4  # the student trains with dropout on
     assert all(not p.requires_grad for p in module.teacher.parameters())
     for key, value in module.teacher.state_dict().items():
         assert torch.equal(value, before[key]), key

@@ -1,0 +1,38 @@
+# Set-up and the main commands. Every target installs what it needs first (a project venv in .venv).
+#   make quickstart   fine-tune a MiniLM teacher on SST-2, distil a 3-layer student, print the report
+#   make test         the test suite
+#   make bench        scripts/bench_step.py: framework step vs a hand-written PyTorch loop
+PYTHON ?= python3
+VENV ?= .venv
+# torch 2.13.0: the CPU build lies on this project's build machines (no multi-GB CUDA download);
+# elsewhere pip takes it from PyPI. Override with e.g. TORCH_SPEC="torch>=2.4".
+TORCH_SPEC ?= torch==2.13.0
+# Real GLUE data: ../shared/data when present, else the data configs fall back to the hub.
+DISTILL_DATA_DIR ?= $(if $(wildcard ../shared/data/sst2),$(abspath ../shared/data),)
+ifneq ($(DISTILL_DATA_DIR),)
+export DISTILL_DATA_DIR
+endif
+export TOKENIZERS_PARALLELISM ?= false
+export TORCHAO_FORCE_SKIP_LOADING_SO_FILES ?= 1
+
+.PHONY: install quickstart test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/distill experiment=quickstart
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+bench: install
+	$(VENV)/bin/python scripts/bench_step.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

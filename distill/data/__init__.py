@@ -1,0 +1,32 @@
+"""Data loading for distillation: tokenized text (pair) tasks with length-grouped batching.
+
+Importing this package is cheap; ``lightning``, ``datasets`` and ``transformers`` load on first
+use of :class:`TextClassificationDataModule` or :class:`DataConfigError`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill.data.datamodule import DataConfigError, TextClassificationDataModule
+    from distill.data.sampling import LengthGroupedSampler
+
+__all__ = ["DataConfigError", "LengthGroupedSampler", "TextClassificationDataModule"]
+
+_LOCATIONS = {
+    "DataConfigError": "distill.data.datamodule",
+    "TextClassificationDataModule": "distill.data.datamodule",
+    "LengthGroupedSampler": "distill.data.sampling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(import_module(_LOCATIONS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,716 @@
+"""Lightning data module for single-sentence and sentence-pair classification or regression.
+
+One config serves a local file (GLUE TSV, CSV, JSON lines, Parquet) and, when that file is
+absent, the same task on the Hugging Face hub. :meth:`TextClassificationDataModule.prepare`
+loads both splits, checks the config against what the data really holds, and tokenizes; every
+problem it finds is reported at once in a :class:`DataConfigError`, each naming the config field,
+the bad value, what the data allows, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from distill.data.sampling import LengthGroupedSampler
+
+log = logging.getLogger(__name__)
+
+FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet")
+"""Values accepted by ``file_format``."""
+
+_SUFFIX_FORMATS = {".tsv": "tsv", ".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
+_SPLITS = ("train", "eval")
+# Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
+_NO_MODEL_MAX_LENGTH = int(1e20)
+_MAX_LISTED = 20
+
+
+class DataConfigError(ValueError):
+    """The data config does not match the data. Lists every problem found, not just the first.
+
+    Args:
+        problems: one message per problem; each names the config field, the bad value, the
+            allowed values and the fix.
+
+    Attributes:
+        problems: the messages, in the order they were found.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        count = len(self.problems)
+        lines = [f"Invalid data configuration ({count} problem{'' if count == 1 else 's'}):"]
+        lines += [f"  {i}. {problem}" for i, problem in enumerate(self.problems, start=1)]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
+        return type(self), (self.problems,)
+
+
+def load_hub_split(name: str, subset: str | None, split: str) -> datasets.Dataset:
+    """Loads one split of a Hugging Face hub dataset (``load_dataset(name, subset, split=split)``)."""
+    return datasets.load_dataset(name, subset, split=split)
+
+
+def infer_file_format(path: str | os.PathLike[str]) -> str | None:
+    """Returns the format of ``path`` from its extension (ignoring ``.gz`` etc.), or ``None``."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return _SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def load_data_file(path: Path, file_format: str, column_names: Sequence[str] | None) -> datasets.Dataset:
+    """Loads a local file with the matching ``datasets`` builder.
+
+    TSV is read the GLUE way: tab-separated with no quoting (GLUE text holds unbalanced ``"``).
+    CSV uses standard quoting. Neither turns strings like ``NA`` or ``null`` into missing values.
+
+    Args:
+        path: the file.
+        file_format: one of :data:`FILE_FORMATS`.
+        column_names: column names for a CSV/TSV file without a header row.
+
+    Returns:
+        The whole file as one dataset.
+    """
+    files = str(path)
+    if file_format in ("tsv", "csv"):
+        kwargs: dict[str, Any] = {"keep_default_na": False}
+        if file_format == "tsv":
+            kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
+        if column_names is not None:
+            kwargs.update(column_names=list(column_names), header=None)
+        return datasets.load_dataset("csv", data_files=files, split="train", **kwargs)
+    builder = "json" if file_format in ("json", "jsonl") else file_format
+    return datasets.load_dataset(builder, data_files=files, split="train")
+
+
+@dataclass(frozen=True, eq=False)
+class _LabelEncoding:
+    """How raw label values become the ``labels`` column.
+
+    Attributes:
+        kind: ``"int"`` (class ids as they are), ``"map"`` (strings via ``label_to_id``), or
+            ``"float"`` (regression targets).
+        label_to_id: string label -> class id, for ``"map"``.
+    """
+
+    kind: str
+    label_to_id: dict[str, int] | None = None
+
+    def __call__(self, values: list[Any]) -> np.ndarray:
+        if self.kind == "map":
+            assert self.label_to_id is not None
+            return np.asarray([self.label_to_id[v] for v in values], dtype=np.int64)
+        if self.kind == "float":
+            return np.asarray([float(v) for v in values], dtype=np.float32)
+        return np.asarray(values, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class _Encoder:
+    """The batched ``Dataset.map`` function: tokenizes text (pairs) and encodes labels.
+
+    A plain picklable object (not a closure over the data module) so ``datasets`` can fingerprint
+    it and reuse its cache across runs.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    text_column: str
+    text_pair_column: str | None
+    label_column: str
+    max_length: int
+    labels: _LabelEncoding
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
+        pairs = batch[self.text_pair_column] if self.text_pair_column else None
+        encoded = self.tokenizer(batch[self.text_column], pairs, truncation=True, max_length=self.max_length)
+        keep = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
+        out: dict[str, Any] = {key: value for key, value in encoded.items() if key in keep}
+        out["labels"] = self.labels(batch[self.label_column])
+        return out
+
+
+class _PaddingCollator:
+    """Pads a list of examples to the longest one in the batch; returns a plain ``dict`` of tensors."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self._collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        return dict(self._collator(features))
+
+
+def _format_list(values: Sequence[Any], limit: int = _MAX_LISTED) -> str:
+    """``[a, b, ...]`` with at most ``limit`` items shown."""
+    shown = ", ".join(repr(v) for v in list(values)[:limit])
+    more = f", ... ({len(values) - limit} more)" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def _hydra_list(values: Sequence[Any]) -> str:
+    """``[a,b]``: a list as typed in a Hydra command-line override."""
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def _str_list(field: str, values: Sequence[Any] | None) -> list[str] | None:
+    """A config list (Hydra passes ``ListConfig``) as a plain ``list[str]``."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise DataConfigError([f"data.{field}={values!r} must be a list of strings, e.g. data.{field}=[a,b], or null."])
+    return [str(v) for v in values]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_text(type_: pa.DataType) -> bool:
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def _is_float_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+class TextClassificationDataModule(L.LightningDataModule):
+    """Tokenized text (pair) classification / regression data with dynamic padding.
+
+    Built by Hydra (``_target_``) from plain keyword arguments plus a ``tokenizer``. Call
+    :meth:`prepare` before ``trainer.fit`` to fail fast on config mistakes; :meth:`setup` calls it
+    too if needed. Field names in error messages use the ``data.`` config prefix.
+
+    Args:
+        tokenizer: the tokenizer of the student (and teacher, which must share its vocabulary).
+        train_file: local training file; relative paths resolve against the working directory.
+        eval_file: local evaluation file.
+        hub_dataset: Hugging Face hub dataset (e.g. ``"glue"``) used when no local file is set,
+            or when a set file is missing and ``fallback_to_hub`` is true.
+        hub_subset: hub config name (e.g. ``"sst2"``).
+        hub_train_split: hub split used for training.
+        hub_eval_split: hub split used for evaluation.
+        fallback_to_hub: load from the hub when a local file is missing (instead of failing).
+        file_format: one of :data:`FILE_FORMATS`; ``None`` infers it from each file's extension.
+        column_names: column names for CSV/TSV files without a header row (e.g. CoLA). Not
+            allowed for JSON/Parquet files; ignored for hub data.
+        text_column: column with the (first) text.
+        text_pair_column: column with the second text of a pair, or ``None``.
+        label_column: column with the labels.
+        label_names: class names; string labels map to their index here. With integer labels
+            they only name the classes. For hub data with a ``ClassLabel`` column they default
+            to its names.
+        num_labels: number of classes; ``1`` means regression (float targets, no range check).
+        max_length: truncate tokenized examples to this many tokens.
+        batch_size: training batch size.
+        eval_batch_size: evaluation batch size.
+        train_limit: keep only the first N training examples (before tokenizing).
+        eval_limit: keep only the first N evaluation examples (before tokenizing).
+        group_by_length: batch training examples of similar length (see
+            :class:`~distill.data.LengthGroupedSampler`). Only applies when ``shuffle`` is true.
+        shuffle: shuffle training data; ``False`` keeps file order (also under DDP, where
+            Lightning swaps in a non-shuffling ``DistributedSampler``).
+        seed: seed of the training order.
+        num_workers: ``DataLoader`` worker processes.
+
+    Attributes:
+        train_dataset: tokenized training set (``None`` before :meth:`prepare`).
+        eval_dataset: tokenized evaluation set (``None`` before :meth:`prepare`).
+        train_lengths: token count of each training example, in dataset order.
+        eval_lengths: token count of each evaluation example.
+        data_sources: where each split came from (``{"train": "file /abs/path", ...}``).
+        is_regression: ``num_labels == 1``.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        train_file: str | os.PathLike[str] | None = None,
+        eval_file: str | os.PathLike[str] | None = None,
+        hub_dataset: str | None = None,
+        hub_subset: str | None = None,
+        hub_train_split: str = "train",
+        hub_eval_split: str = "validation",
+        fallback_to_hub: bool = True,
+        file_format: str | None = None,
+        column_names: Sequence[str] | None = None,
+        text_column: str = "sentence",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        label_names: Sequence[str] | None = None,
+        num_labels: int = 2,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        train_limit: int | None = None,
+        eval_limit: int | None = None,
+        group_by_length: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.train_file = None if train_file is None else str(train_file)
+        self.eval_file = None if eval_file is None else str(eval_file)
+        self.hub_dataset = hub_dataset
+        self.hub_subset = hub_subset
+        self.hub_train_split = hub_train_split
+        self.hub_eval_split = hub_eval_split
+        self.fallback_to_hub = fallback_to_hub
+        self.file_format = None if file_format is None else str(file_format).lower()
+        self.column_names = _str_list("column_names", column_names)
+        self.text_column = text_column
+        self.text_pair_column = text_pair_column
+        self.label_column = label_column
+        self.label_names = _str_list("label_names", label_names)
+        self.num_labels = num_labels
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.train_limit = train_limit
+        self.eval_limit = eval_limit
+        self.group_by_length = group_by_length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+
+        self.train_dataset: datasets.Dataset | None = None
+        self.eval_dataset: datasets.Dataset | None = None
+        self.train_lengths: list[int] = []
+        self.eval_lengths: list[int] = []
+        self.data_sources: dict[str, str] = {}
+        self._file_formats: dict[str, str] = {}
+        self._prepared = False
+
+    @property
+    def is_regression(self) -> bool:
+        """Whether the task is regression (``num_labels == 1``)."""
+        return self.num_labels == 1
+
+    # ------------------------------------------------------------------ preparation
+
+    def prepare(self) -> TextClassificationDataModule:
+        """Loads, checks and tokenizes both splits. Idempotent.
+
+        Returns:
+            ``self``, prepared.
+
+        Raises:
+            DataConfigError: listing every problem found (bad arguments, missing files, missing
+                columns, labels that don't fit ``num_labels`` / ``label_names``).
+        """
+        if self._prepared:
+            return self
+        problems = self._check_arguments()
+        raw: dict[str, datasets.Dataset] = {}
+        for split in _SPLITS:
+            dataset = self._load_split(split, problems)
+            if dataset is not None:
+                raw[split] = self._apply_limit(split, dataset)
+        encodings = {split: self._check_split(split, dataset, problems) for split, dataset in raw.items()}
+        if problems:
+            raise DataConfigError(problems)
+
+        tokenized = {split: self._tokenize(split, raw[split], encodings[split]) for split in _SPLITS}
+        self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["eval"]
+        self.train_lengths = self._lengths(self.train_dataset)
+        self.eval_lengths = self._lengths(self.eval_dataset)
+        self._prepared = True
+        for split in _SPLITS:
+            log.info("%s split: %d examples from %s", split, len(tokenized[split]), self.data_sources[split])
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        """Lightning hook: prepares the data unless :meth:`prepare` already ran."""
+        self.prepare()
+
+    def _check_arguments(self) -> list[str]:
+        """Problems with the arguments themselves, before looking at any data."""
+        problems: list[str] = []
+        if self.tokenizer is None or not callable(self.tokenizer):
+            problems.append(
+                f"tokenizer: got {self.tokenizer!r}, expected a Hugging Face tokenizer. "
+                "Fix: pass tokenizer=... when instantiating the data module."
+            )
+        for name in ("text_column", "label_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                problems.append(f"data.{name}={getattr(self, name)!r} is invalid: name a column of the data.")
+        if not _is_int(self.num_labels) or self.num_labels < 1:
+            problems.append(
+                f"data.num_labels={self.num_labels!r} is invalid: use an integer >= 2 for "
+                "classification (the number of classes) or 1 for regression."
+            )
+        for name in ("max_length", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1.")
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        known_limit = _is_int(model_max) and model_max < _NO_MODEL_MAX_LENGTH
+        if known_limit and _is_int(self.max_length) and self.max_length > model_max:
+            problems.append(
+                f"data.max_length={self.max_length} exceeds the tokenizer's model_max_length="
+                f"{model_max} (the model has no positions beyond it). Fix: set data.max_length<={model_max}."
+            )
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1, or null for all examples.")
+        if not _is_int(self.num_workers) or self.num_workers < 0:
+            problems.append(f"data.num_workers={self.num_workers!r} is invalid: use an integer >= 0.")
+        if self.file_format is not None and self.file_format not in FILE_FORMATS:
+            problems.append(
+                f"data.file_format={self.file_format!r} is not supported. Allowed: "
+                f"{_format_list(FILE_FORMATS)}, or null to infer it from the file extension."
+            )
+        if self.column_names is not None and len(set(self.column_names)) != len(self.column_names):
+            problems.append(
+                f"data.column_names={self.column_names} repeats a name. Fix: give each column a unique name."
+            )
+        if self.label_names is not None:
+            if self.num_labels == 1:
+                problems.append(
+                    f"data.label_names={self.label_names} is set but data.num_labels=1 means regression "
+                    "(float targets, no classes). Fix: set data.label_names=null for regression, or "
+                    f"data.num_labels={len(self.label_names)} for classification."
+                )
+            elif _is_int(self.num_labels) and len(self.label_names) != self.num_labels:
+                problems.append(
+                    f"data.label_names has {len(self.label_names)} names {self.label_names} but "
+                    f"data.num_labels={self.num_labels}. Fix: set data.num_labels={len(self.label_names)} "
+                    "or list exactly one name per class."
+                )
+            if len(set(self.label_names)) != len(self.label_names):
+                problems.append(f"data.label_names={self.label_names} repeats a name. Fix: make the names unique.")
+        return problems
+
+    # ------------------------------------------------------------------ loading
+
+    def _load_split(self, split: str, problems: list[str]) -> datasets.Dataset | None:
+        """Loads one split from its local file, or from the hub; records problems instead of raising."""
+        file_field = f"data.{split}_file"
+        file = self.train_file if split == "train" else self.eval_file
+        if file is None:
+            if self.hub_dataset:
+                return self._load_hub(split, problems, missing_file=None)
+            problems.append(
+                f"{file_field} and data.hub_dataset are both unset: there is no {split} data. Fix: set "
+                f"{file_field}=/path/to/{split}.tsv, or data.hub_dataset (e.g. data.hub_dataset=glue "
+                "data.hub_subset=sst2) to load from the Hugging Face hub."
+            )
+            return None
+
+        path = Path(os.path.abspath(os.path.expanduser(file)))
+        if path.is_file():
+            return self._load_file(split, path, problems)
+        if path.exists():
+            problems.append(f"{file_field}={file!r}: {path} is not a file. Fix: point {file_field} at a data file.")
+            return None
+        if self.hub_dataset and self.fallback_to_hub:
+            log.warning("%s %s not found; loading %s from the hub instead.", file_field, path, self._hub_name(split))
+            return self._load_hub(split, problems, missing_file=path)
+
+        if self.hub_dataset:
+            alternative = f"or set data.fallback_to_hub=true to load {self._hub_name(split)} instead"
+        else:
+            alternative = "or set data.hub_dataset / data.hub_subset to load it from the Hugging Face hub"
+        problems.append(
+            f"{file_field}={file!r}: file not found: {path} (relative paths resolve against the working "
+            f"directory {os.getcwd()}). Fix: point {file_field} at an existing file (check the data "
+            f"directory, e.g. DISTILL_DATA_DIR), {alternative}."
+        )
+        return None
+
+    def _load_file(self, split: str, path: Path, problems: list[str]) -> datasets.Dataset | None:
+        file_field = f"data.{split}_file"
+        file_format = self.file_format or infer_file_format(path)
+        if file_format is None:
+            problems.append(
+                f"{file_field}: cannot tell the format of {path} from its extension. Fix: set "
+                f"data.file_format to one of {_format_list(FILE_FORMATS)}, or rename the file "
+                f"with one of the extensions {_format_list(sorted(_SUFFIX_FORMATS))}."
+            )
+            return None
+        if file_format not in FILE_FORMATS:
+            return None  # already reported by _check_arguments
+        if self.column_names is not None and file_format not in ("tsv", "csv"):
+            problems.append(
+                f"data.column_names={self.column_names} only applies to headerless CSV/TSV files, but "
+                f"{file_field} is {file_format} ({path}), whose columns are already named. Fix: set "
+                "data.column_names=null."
+            )
+            return None
+        try:
+            dataset = load_data_file(path, file_format, self.column_names)
+        except Exception as error:  # reported as a problem, with the config that caused it
+            problems.append(
+                f"{file_field}: could not read {path} as {file_format}: {type(error).__name__}: {error}. "
+                "Fix: check data.file_format (null infers it from the extension) and, for files without "
+                "a header row, data.column_names."
+            )
+            return None
+        self.data_sources[split] = f"{file_format} file {path}"
+        self._file_formats[split] = file_format
+        return dataset
+
+    def _hub_name(self, split: str) -> str:
+        subset = f"/{self.hub_subset}" if self.hub_subset else ""
+        return f"hub dataset {self.hub_dataset}{subset} split {self._hub_split(split)!r}"
+
+    def _hub_split(self, split: str) -> str:
+        return self.hub_train_split if split == "train" else self.hub_eval_split
+
+    def _load_hub(self, split: str, problems: list[str], missing_file: Path | None) -> datasets.Dataset | None:
+        assert self.hub_dataset is not None
+        try:
+            dataset = load_hub_split(self.hub_dataset, self.hub_subset, self._hub_split(split))
+        except Exception as error:  # reported as a problem, with the config that caused it
+            why = f"data.{split}_file {missing_file} does not exist, and " if missing_file else ""
+            problems.append(
+                f"data.hub_dataset: {why}loading {self._hub_name(split)} from the Hugging Face hub "
+                f"failed: {type(error).__name__}: {error}. Fix: point data.{split}_file at a local file, "
+                f"or check data.hub_dataset / data.hub_subset / data.hub_{split}_split and hub access."
+            )
+            return None
+        self.data_sources[split] = self._hub_name(split)
+        return dataset
+
+    def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
+        limit = self.train_limit if split == "train" else self.eval_limit
+        if _is_int(limit) and 0 < limit < len(dataset):
+            return dataset.select(range(limit))
+        return dataset
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_split(self, split: str, dataset: datasets.Dataset, problems: list[str]) -> _LabelEncoding | None:
+        """Checks columns and labels of one split; returns how to encode its labels."""
+        where = f"{split} data: {self.data_sources[split]}"
+        columns = list(dataset.column_names)
+        header_hint = ""
+        if self.column_names is None and self._file_formats.get(split) in ("tsv", "csv"):
+            header_hint = (
+                " If the file has no header row, name its columns with data.column_names=[...] "
+                "(the first data row is being read as the header)."
+            )
+        table = dataset.with_format("arrow")
+        labels: _LabelEncoding | None = None
+        fields = [
+            ("text_column", self.text_column),
+            ("text_pair_column", self.text_pair_column),
+            ("label_column", self.label_column),
+        ]
+        for field, column in fields:
+            if column is None:
+                continue
+            if column not in columns:
+                problems.append(
+                    f"data.{field}={column!r} is not a column of the {where}. Available columns: "
+                    f"{_format_list(columns)}. Fix: set data.{field} to one of them.{header_hint}"
+                )
+                header_hint = ""  # once per split is enough
+            elif field == "label_column":
+                labels = self._check_labels(dataset, table[column], where, problems)
+            else:
+                self._check_text(table[column], field, column, where, problems)
+        return labels
+
+    @staticmethod
+    def _check_text(values: pa.ChunkedArray, field: str, column: str, where: str, problems: list[str]) -> None:
+        if not _is_text(values.type):
+            problems.append(
+                f"data.{field}={column!r} in the {where} holds {values.type} values, not text. "
+                f"Fix: set data.{field} to a text column."
+            )
+        elif values.null_count:
+            problems.append(
+                f"data.{field}={column!r} in the {where} is missing in {values.null_count} rows. "
+                "Fix: drop or fill those rows."
+            )
+
+    def _check_labels(
+        self, dataset: datasets.Dataset, values: pa.ChunkedArray, where: str, problems: list[str]
+    ) -> _LabelEncoding | None:
+        """Checks the label column against ``num_labels`` / ``label_names``."""
+        field = f"data.label_column={self.label_column!r}"
+        if not _is_int(self.num_labels) or self.num_labels < 1:
+            return None  # reported by _check_arguments
+        if pa.types.is_dictionary(values.type):
+            values = values.cast(values.type.value_type)
+        if values.null_count:
+            problems.append(
+                f"{field} in the {where} is empty in {values.null_count} rows. Fix: drop those rows "
+                "or point data.label_column at a column with a label in every row."
+            )
+            return None
+        type_ = values.type
+        numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
+
+        if self.num_labels == 1:
+            if numeric or pa.types.is_decimal(type_):
+                return _LabelEncoding("float")
+            if _is_text(type_):
+                bad = [v for v in pc.unique(values).to_pylist() if not _is_float_text(v)]
+                if not bad:
+                    return _LabelEncoding("float")
+                problems.append(
+                    f"data.num_labels=1 means regression, which needs numeric labels, but {field} in the "
+                    f"{where} holds non-numeric values {_format_list(sorted(bad))}. Fix: for classification "
+                    f"set data.num_labels={len(bad)} data.label_names={_hydra_list(sorted(bad))}, or point "
+                    "data.label_column at a numeric column."
+                )
+                return None
+            problems.append(
+                f"data.num_labels=1 (regression) needs numeric labels, but {field} in the {where} holds {type_}."
+            )
+            return None
+
+        feature = dataset.features.get(self.label_column)
+        if self.label_names is None and isinstance(feature, datasets.ClassLabel):
+            self.label_names = list(feature.names)
+
+        if _is_text(type_):
+            seen = sorted(pc.unique(values).to_pylist())
+            if self.label_names is None:
+                problems.append(
+                    f"{field} in the {where} holds string labels {_format_list(seen)}, but data.label_names "
+                    "is unset, so they cannot be mapped to class ids. Fix: set "
+                    f"data.label_names={_hydra_list(seen)} (list position = class id) and "
+                    f"data.num_labels={len(seen)}."
+                )
+                return None
+            unknown = [label for label in seen if label not in self.label_names]
+            if unknown:
+                problems.append(
+                    f"data.label_names={self.label_names} does not contain the labels {_format_list(unknown)} "
+                    f"found in {field} in the {where}. Allowed: the names in data.label_names. Fix: add them "
+                    "to data.label_names (and data.num_labels), or fix the data."
+                )
+                return None
+            return _LabelEncoding("map", {name: i for i, name in enumerate(self.label_names)})
+
+        if pa.types.is_floating(type_):
+            non_integral = pc.filter(values, pc.not_equal(values, pc.floor(values)))
+            if len(non_integral):
+                examples = sorted(set(non_integral.to_pylist()))
+                problems.append(
+                    f"data.num_labels={self.num_labels} means classification, but {field} in the {where} "
+                    f"holds non-integer labels such as {_format_list(examples, 5)}. Fix: for regression "
+                    "set data.num_labels=1 (and data.label_names=null); for classification use class ids "
+                    f"0..{self.num_labels - 1}."
+                )
+                return None
+        elif not (pa.types.is_integer(type_) or pa.types.is_boolean(type_)):
+            problems.append(
+                f"{field} in the {where} holds {type_} values; classification needs integer class ids or "
+                "string labels (with data.label_names). Fix: point data.label_column at the label column."
+            )
+            return None
+
+        self._check_label_range(values, field, where, problems)
+        return _LabelEncoding("int")
+
+    def _check_label_range(self, values: pa.ChunkedArray, field: str, where: str, problems: list[str]) -> None:
+        if len(values) == 0:
+            return
+        ids = values.cast(pa.int64())
+        bounds = pc.min_max(ids).as_py()
+        low, high = bounds["min"], bounds["max"]
+        if low >= 0 and high < self.num_labels:
+            return
+        outside = pc.sum(pc.or_(pc.less(ids, 0), pc.greater_equal(ids, self.num_labels))).as_py()
+        fix = f"set data.num_labels={high + 1} if the classes are 0..{high}, or fix the labels"
+        if low < 0:
+            fix += "; a label of -1 usually marks an unlabelled (test) split: use a labelled split"
+        problems.append(
+            f"data.num_labels={self.num_labels} allows class ids 0..{self.num_labels - 1}, but {field} in the "
+            f"{where} has {outside} labels outside that range (min {low}, max {high}). Fix: {fix}."
+        )
+
+    # ------------------------------------------------------------------ tokenization
+
+    def _tokenize(self, split: str, dataset: datasets.Dataset, labels: _LabelEncoding | None) -> datasets.Dataset:
+        assert labels is not None
+        encoder = _Encoder(
+            tokenizer=self.tokenizer,
+            text_column=self.text_column,
+            text_pair_column=self.text_pair_column,
+            label_column=self.label_column,
+            max_length=self.max_length,
+            labels=labels,
+        )
+        return dataset.map(encoder, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split} split")
+
+    @staticmethod
+    def _lengths(dataset: datasets.Dataset) -> list[int]:
+        return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
+
+    # ------------------------------------------------------------------ data loaders
+
+    def train_dataloader(self) -> DataLoader:
+        """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``)."""
+        dataset = self._prepared_split("train")
+        sampler: Sampler[int]
+        if self.shuffle and self.group_by_length:
+            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=self.seed)
+        elif self.shuffle:
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+        else:
+            sampler = SequentialSampler(dataset)
+        return self._loader(dataset, self.batch_size, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        """Evaluation batches in file order."""
+        dataset = self._prepared_split("eval")
+        return self._loader(dataset, self.eval_batch_size, SequentialSampler(dataset))
+
+    def eval_dataloader(self) -> DataLoader:
+        """Alias of :meth:`val_dataloader`."""
+        return self.val_dataloader()
+
+    def test_dataloader(self) -> DataLoader:
+        """The evaluation split, in file order."""
+        return self.val_dataloader()
+
+    def _prepared_split(self, split: str) -> datasets.Dataset:
+        self.prepare()
+        dataset = self.train_dataset if split == "train" else self.eval_dataset
+        assert dataset is not None
+        return dataset
+
+    def _loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler[int]) -> DataLoader:
+        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = _PaddingCollator(self.tokenizer)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+
+__all__ = ["FILE_FORMATS", "DataConfigError", "TextClassificationDataModule", "infer_file_format", "load_data_file"]

