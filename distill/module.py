@@ -155,9 +155,9 @@ class DistillationModule(L.LightningModule):
         loss_inputs = self._loss_inputs(batch, with_teacher=self.teacher is not None)
         result = self.loss(loss_inputs)
         batch_size = loss_inputs.attention_mask.size(0)
-        self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True)
+        self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True, sync_dist=True)
         for name, value in result.unweighted.items():
-            self.log(f"val/loss/{name}", value, batch_size=batch_size)
+            self.log(f"val/loss/{name}", value, batch_size=batch_size, sync_dist=True)
         student_predictions = self._predictions(loss_inputs.student.logits)
         labels = loss_inputs.labels
         if labels is not None:

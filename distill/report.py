@@ -49,7 +49,7 @@ def compare(teacher: dict[str, Any] | None, student: dict[str, Any], metric: str
     result: dict[str, Any] = {"metric": metric, "student": student}
     if teacher is not None:
         result["teacher"] = teacher
-        if teacher.get(metric):
+        if teacher.get(metric) and student.get(metric) is not None:
             result["retention"] = student[metric] / teacher[metric]
         if student.get("latency_ms"):
             result["speedup"] = teacher["latency_ms"] / student["latency_ms"]
@@ -71,9 +71,9 @@ def render_table(summary: dict[str, Any], console: Console | None = None) -> Non
         table.add_row(
             name,
             f"{figures['params'] / 1e6:.1f}M",
-            f"{figures[metric]:.4f}",
+            f"{figures[metric]:.4f}" if figures.get(metric) is not None else "-",
             f"{figures['latency_ms']:.1f} ms" if figures.get("latency_ms") else "-",
-            f"{summary['speedup']:.2f}x" if is_student and "speedup" in summary else "1.00x",
+            f"{summary['speedup']:.2f}x" if is_student and "speedup" in summary else ("1.00x" if not is_student else "-"),
             f"{summary['retention'] * 100:.1f}%" if is_student and "retention" in summary else "-",
         )
     (console or Console()).print(table)

@@ -8,6 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -60,6 +61,9 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
     if problems:
         raise ConfigError(problems)
 
+    # Seed before any model is built: a config-built (random) teacher must be the same on every
+    # rank, since the teacher is not a registered module and DDP does not broadcast it.
+    L.seed_everything(int(cfg.seed), workers=True)
     teacher = None
     if teacher_spec is not None:
         if teacher_spec.finetune:
@@ -72,7 +76,9 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
                 accelerator=cfg.trainer.get("accelerator", "auto"),
             )
             teacher_spec = ModelSpec(name_or_path=str(folder), dtype=teacher_spec.dtype)
-        teacher, untrained = build_model(teacher_spec, num_labels, label_names=datamodule.label_names)
+        teacher, untrained = build_model(
+            teacher_spec, num_labels, task=cfg.task, label_names=datamodule.label_names
+        )
         head = sorted(name for name in untrained if not name.endswith("position_ids"))
         if teacher_spec.name_or_path is not None and head:
             raise ConfigError(
@@ -84,7 +90,9 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
                 ]
             )
     L.seed_everything(int(cfg.seed), workers=True)
-    student, _ = build_model(student_spec, num_labels, teacher=teacher, label_names=datamodule.label_names)
+    student, _ = build_model(
+        student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
+    )
     module = DistillationModule(
         student=student,
         teacher=teacher,
@@ -96,24 +104,28 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
         metrics=list(cfg.module.metrics),
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
-    trainer = instantiate(
-        cfg.trainer,
-        callbacks=_instantiate_all(cfg.get("callbacks")),
-        logger=_instantiate_all(cfg.get("logger")) or False,
-    )
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # a learning-rate monitor has nowhere to write without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return module, datamodule, trainer, {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer}
 
 
 def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
     """Dev metrics of student (and teacher), parameters and CPU latency per batch."""
-    scores = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    scores = results[0] if results else {}  # empty when trainer.limit_val_batches=0
     metric_names = list(cfg.module.metrics)
     batch = next(iter(datamodule.val_dataloader()))
     size = int(cfg.report.latency_batch_size)
     inputs = {key: value[:size] for key, value in batch.items() if key != "labels"}
 
     def figures(model, prefix: str) -> dict[str, Any]:
-        result = {name: float(scores[f"{prefix}{name}"]) for name in metric_names}
+        result = {
+            name: float(scores[f"{prefix}{name}"]) if f"{prefix}{name}" in scores else None
+            for name in metric_names
+        }
         result["params"] = count_parameters(model)
         if cfg.report.latency_repeats:
             result["latency_ms"] = measure_latency(

@@ -17,7 +17,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from distill.metrics import allowed_metrics
-from distill.models import ModelSpec, load_model_config
+from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -81,6 +81,12 @@ def _model_spec(cfg: DictConfig, group: str, problems: list[str]) -> ModelSpec |
     node = cfg.get(group)
     if not node:  # null, absent, or the empty `teacher=none` option
         return None
+    if "_target_" not in node:
+        problems.append(
+            f"{group}: fields {sorted(node.keys())} are set but no model is chosen (no _target_); an "
+            f"experiment sets {group}.* while {group}=none? Pick a {group} option or drop those fields"
+        )
+        return None
     try:
         spec = instantiate(node)
     except Exception as error:  # noqa: BLE001
@@ -101,6 +107,8 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     teacher = _model_spec(cfg, "teacher", problems)
     student = _model_spec(cfg, "student", problems)
     num_labels = int(cfg.data.num_labels)
+    if cfg.task not in AUTO_MODEL_BY_TASK:
+        problems.append(f"task={cfg.task!r} is not one of {sorted(AUTO_MODEL_BY_TASK)}")
     if num_labels < 1:
         problems.append(f"data.num_labels={num_labels}: must be >= 1 (1 = regression)")
 
@@ -128,6 +136,12 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
             problems.append(
                 f"data.num_labels=1 (regression) but loss terms {class_terms} need class logits; "
                 "use loss=regression (MSE to the labels + MSE to the teacher's predictions)"
+            )
+        regression_terms = [name for name, term in loss.terms.items() if term.uses_regression_head]
+        if num_labels > 1 and regression_terms:
+            problems.append(
+                f"loss terms {regression_terms} need a regression head (data.num_labels=1) but "
+                f"data.num_labels={num_labels}; use loss=kd_ce (or loss=ce) for classification"
             )
     metrics = list(cfg.module.metrics)
     unknown = [name for name in metrics if name not in allowed_metrics(num_labels)]

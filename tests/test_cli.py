@@ -71,12 +71,12 @@ def test_tiny_run_writes_metrics_student_logs_and_a_student_sized_checkpoint(dat
 
 
 def test_resume_with_ckpt_path_continues_from_the_saved_step(data_dir, tmp_path):
-    first = compose([*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=2"], tmp_path / "a")
+    first = compose([*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=2", "trainer.max_epochs=5"], tmp_path / "a")
     train(first)
     checkpoint = tmp_path / "a" / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
     resumed = compose(
-        [*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=4", f"ckpt_path={checkpoint}"],
+        [*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=4", "trainer.max_epochs=5", f"ckpt_path={checkpoint}"],
         tmp_path / "b",
     )
     train(resumed)

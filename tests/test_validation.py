@@ -104,5 +104,25 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_base_teacher_without_task_head_must_be_fine_tuned_first(data_dir, tmp_path):
-    problems = problems_of(["teacher=minilm_l6", "student=from_teacher_3l"], tmp_path)
+    problems = problems_of(["teacher=minilm_l6", "teacher.finetune=null", "student=from_teacher_3l"], tmp_path)
     assert "has no task head" in problems and "teacher.finetune" in problems
+
+
+def test_unknown_finetune_setting(tmp_path):
+    problems = problems_of(["teacher=minilm_l6", "student=from_teacher_3l", "++teacher.finetune.batch=4"], tmp_path)
+    assert "teacher.finetune: unknown settings ['batch']" in problems and "max_steps" in problems
+
+
+def test_experiment_fields_on_an_empty_teacher_option(tmp_path):
+    problems = problems_of(["experiment=quickstart", "teacher=none", "loss=ce", "student=tiny_random"], tmp_path)
+    assert "teacher: fields ['finetune'] are set but no model is chosen" in problems
+
+
+def test_regression_loss_on_classification_data(tmp_path):
+    problems = problems_of(["loss=regression"], tmp_path)
+    assert "need a regression head (data.num_labels=1)" in problems
+
+
+def test_temperature_set_on_a_term_is_refused(tmp_path):
+    problems = problems_of(["loss=kd_ce", "++loss.terms.kd.loss.temperature=4"], tmp_path)
+    assert "loss.terms.kd.loss.temperature=4" in problems and "loss.temperature" in problems

@@ -63,6 +63,8 @@ class LossTerm(nn.Module):
     uses_temperature: bool = False
     #: Reads a distribution over classes/tokens (meaningless for a 1-output regression head).
     uses_class_logits: bool = False
+    #: Reads one scalar prediction per example (a regression head, ``num_labels: 1``).
+    uses_regression_head: bool = False
     #: Short formula for the composer's repr, e.g. ``"KL(p_t^T || p_s^T)·T²"``.
     formula: str = "?"
 

@@ -122,6 +122,7 @@ class RegressionMSE(LossTerm):
     """Module form of :func:`regression_mse`: the student's prediction against the gold score."""
 
     uses_labels = True
+    uses_regression_head = True
     formula = "MSE(z_s, y)"
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
@@ -132,6 +133,7 @@ class TeacherMSE(LossTerm):
     """Soft target for regression: MSE between student and teacher predictions (Ba & Caruana 2014)."""
 
     uses_teacher = True
+    uses_regression_head = True
     formula = "MSE(z_s, z_t)"
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:

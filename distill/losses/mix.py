@@ -52,6 +52,11 @@ class LossMix(nn.Module):
                 raise TypeError(
                     f"loss.terms.{name}.loss must build a distill.losses.LossTerm, got {type(loss).__name__}"
                 )
+            if loss.uses_temperature and loss.temperature not in (1.0, float(temperature)):
+                raise ValueError(
+                    f"loss.terms.{name}.loss.temperature={loss.temperature} would be ignored: the "
+                    f"temperature is set once, as loss.temperature (now {temperature})"
+                )
             self.weights[name] = weight
             self.terms[name] = loss
         if not self.terms:
@@ -98,7 +103,7 @@ class LossMix(nn.Module):
         return LossResult(total, unweighted, weighted, counts)
 
     def formula(self) -> str:
-        """The whole objective as text, e.g. ``0.5·KL(...)·T² + 0.5·CE(z_s, y)  [T=2.0]``."""
+        """The whole objective as text, e.g. ``0.5·[kd: KL(...)·T²] + 0.5·[ce: CE(z_s, y)]  (T=2)``."""
         parts = [f"{self.weights[name]:g}·[{name}: {term.formula}]" for name, term in self.terms.items()]
         return " + ".join(parts) + f"  (T={self._temperature:g})"
 

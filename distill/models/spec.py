@@ -13,6 +13,9 @@ PYPI_SCHEME = "pypi:"
 
 DTYPES = ("float32", "bfloat16", "float16")
 
+#: ``teacher.finetune`` settings and their defaults (the batch size is the run's ``data.batch_size``).
+FINETUNE_DEFAULTS = {"max_steps": 300, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1}
+
 
 class ModelConfigError(ValueError):
     """A model config that cannot be built; the message names the field and the fix."""
@@ -39,7 +42,8 @@ class ModelSpec:
         tokenizer: tokenizer name/path when it differs from the model's source.
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16`` (teacher on GPU).
         finetune: teacher only: fine-tune this model on the run's data first (no-teacher mode) and
-            cache the result; ``{max_steps, lr, batch_size, ...}``.
+            cache the result; keys from :data:`FINETUNE_DEFAULTS` (``max_steps``, ``lr``,
+            ``weight_decay``, ``warmup_ratio``).
     """
 
     name_or_path: str | None = None
@@ -77,6 +81,14 @@ class ModelSpec:
             found.append(f"{field_prefix}.config needs a model_type (e.g. bert, distilbert, llama)")
         if self.dtype not in DTYPES:
             found.append(f"{field_prefix}.dtype={self.dtype!r} is not one of {list(DTYPES)}")
+        if self.finetune:
+            unknown = sorted(set(self.finetune) - set(FINETUNE_DEFAULTS))
+            if unknown:
+                found.append(
+                    f"{field_prefix}.finetune: unknown settings {unknown}; valid: {sorted(FINETUNE_DEFAULTS)}"
+                )
+            if self.name_or_path is None and self.config is None:
+                found.append(f"{field_prefix}.finetune needs name_or_path or config (the model to fine-tune)")
         if self.init_from_teacher_layers is not None and len(self.init_from_teacher_layers) == 0:
             found.append(f"{field_prefix}.init_from_teacher_layers is empty; list at least one layer")
         return found
