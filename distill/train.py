@@ -9,6 +9,7 @@ from typing import Any
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -148,6 +149,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary = evaluate_models(module, datamodule, trainer, cfg)
     output_dir = Path(cfg.paths.output_dir)
     _write_outputs(summary, module, extras["tokenizer"], output_dir, cfg)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):  # close the run, or the next run of a sweep appends to it
+            logger.experiment.finish()
     return summary
 
 

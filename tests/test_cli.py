@@ -97,3 +97,33 @@ def test_multirun_sweep_writes_one_run_folder_per_setting(data_dir, tmp_path):
     assert len(runs) == 2
     objectives = [json.loads(path.read_text())["objective"] for path in runs]
     assert any("(T=1)" in text for text in objectives) and any("(T=4)" in text for text in objectives)
+
+
+def test_regression_task_reports_correlations(data_dir, tmp_path):
+    cfg = compose([*TINY_RUN, "data=stsb", "loss=regression", "module.metrics=[pearson,spearman]"], tmp_path)
+    summary = train(cfg)
+    assert summary["metric"] == "pearson"
+    for model in ("teacher", "student"):
+        assert -1.0 <= summary[model]["pearson"] <= 1.0 and -1.0 <= summary[model]["spearman"] <= 1.0
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "student").config.num_labels == 1
+
+
+def test_sentence_pairs_and_matthews_correlation(data_dir, tmp_path):
+    summary = train(compose([*TINY_RUN, "data=mrpc", "module.metrics=[matthews,accuracy,f1]"], tmp_path))
+    assert summary["metric"] == "matthews" and -1.0 <= summary["student"]["matthews"] <= 1.0
+
+
+def test_bf16_teacher_with_float32_losses(data_dir, tmp_path):
+    cfg = compose([*TINY_RUN, "teacher.dtype=bfloat16", "trainer.log_every_n_steps=1"], tmp_path)
+    train(cfg)
+    header, *rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("train/loss/kd")
+    values = [float(row.split(",")[column]) for row in rows if row.split(",")[column]]
+    assert values and all(value == value and value >= 0 for value in values)  # finite, non-negative KL
+
+
+def test_wandb_logger_offline(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    train(compose([*TINY_RUN, "logger=wandb", "report.save_student=false"], tmp_path))
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
