@@ -23,6 +23,12 @@ def main(cfg: DictConfig) -> float | None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from distill.train import train  # heavy imports after Hydra has parsed the command line
 
+    # Hydra's logging config already prints every record (and writes it to the run's log file);
+    # Lightning's own console handlers would print each of its messages a second time.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
     try:
         summary = train(cfg)
     except ValueError as error:

@@ -1,0 +1,27 @@
+"""Tests for distill/teacher_finetune.py: a base teacher is fine-tuned once and reused from the cache."""
+
+import logging
+
+from conftest import TINY_RUN, compose
+from distill.train import train
+
+
+def test_fine_tuned_teacher_is_cached_and_reused(data_dir, tmp_path, caplog):
+    finetune = ["++teacher.finetune.max_steps=3", "report.save_student=false"]
+    caplog.set_level(logging.INFO, logger="distill.teacher_finetune")
+    first = train(compose([*TINY_RUN, *finetune], tmp_path / "a"))
+    (entry,) = (tmp_path / "a" / "cache" / "teachers").iterdir()
+    assert (entry / "config.json").is_file() and (entry / "model.safetensors").is_file()
+    assert "fine-tuning" in caplog.text and "reusing" not in caplog.text
+
+    caplog.clear()
+    # A different student and temperature: same teacher, so the cache answers.
+    cache = f"paths.cache_dir={tmp_path / 'a' / 'cache'}"
+    second = train(compose([*TINY_RUN, *finetune, cache, "loss.temperature=4"], tmp_path / "b"))
+    assert "reusing fine-tuned weights" in caplog.text and "fine-tuning" not in caplog.text
+    assert second["teacher"]["accuracy"] == first["teacher"]["accuracy"]
+
+    caplog.clear()
+    # Other fine-tuning settings make another teacher.
+    train(compose([*TINY_RUN, *finetune[:1], "++teacher.finetune.lr=1e-3", cache], tmp_path / "c"))
+    assert len(list((tmp_path / "a" / "cache" / "teachers").iterdir())) == 2
