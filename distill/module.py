@@ -136,6 +136,12 @@ class DistillationModule(L.LightningModule):
         """Student logits for a batch of model inputs."""
         return self.student(**inputs).logits
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.loss.schedules:
+            progress = self.global_step / max(1, int(self.trainer.estimated_stepping_batches) - 1)
+            values = self.loss.set_progress(progress)
+            self.log_dict({f"train/schedule/{name}": value for name, value in values.items()})
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss_inputs = self._loss_inputs(batch, with_teacher=self.loss.uses_teacher)
         result = self.loss(loss_inputs)

@@ -2,8 +2,9 @@
 
 A teacher config with ``finetune: {max_steps: ...}`` names a base model (e.g. MiniLM without a
 task head). Its fine-tuned form is stored under ``<cache_dir>/teachers/<key>/`` where the key
-hashes everything that determines it (model, data, settings, seed), so a sweep or a second run
-reuses it instead of training it again. The folder appears only once it is complete.
+hashes everything that determines it (model, data, settings and the teacher's own
+``finetune.seed``, not the run's seed), so a sweep, a second run or a run with another student
+seed reuses it instead of training it again. The folder appears only once it is complete.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def finetune_settings(spec: ModelSpec) -> dict[str, Any]:
     return {**FINETUNE_DEFAULTS, **spec.finetune}
 
 
-def cache_key(spec: ModelSpec, data_identity: dict[str, Any], seed: int) -> str:
+def cache_key(spec: ModelSpec, data_identity: dict[str, Any]) -> str:
     """Hash of what decides the fine-tuned weights."""
     identity = {
         "name_or_path": spec.name_or_path,
@@ -41,8 +42,7 @@ def cache_key(spec: ModelSpec, data_identity: dict[str, Any], seed: int) -> str:
         "config_overrides": spec.config_overrides,
         "finetune": finetune_settings(spec),
         "data": data_identity,
-        "seed": seed,
-        "version": 1,
+        "version": 2,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -53,16 +53,16 @@ def finetuned_teacher_path(
     data_identity: dict[str, Any],
     *,
     cache_dir: str | Path,
-    seed: int,
     accelerator: str = "auto",
 ) -> Path:
     """Folder of the fine-tuned teacher: from the cache, or trained now and cached."""
     settings = finetune_settings(spec)
-    target = Path(cache_dir).expanduser() / "teachers" / cache_key(spec, data_identity, seed)
+    target = Path(cache_dir).expanduser() / "teachers" / cache_key(spec, data_identity)
     if (target / "config.json").is_file():
         log.info("teacher: reusing fine-tuned weights from %s", target)
         return target
     log.info("teacher: fine-tuning %s for %d steps -> %s", spec.name_or_path, settings["max_steps"], target)
+    seed = int(settings["seed"])
     L.seed_everything(seed, workers=True)
     num_labels = datamodule.num_labels
     base = ModelSpec(name_or_path=spec.name_or_path, config=spec.config, config_overrides=spec.config_overrides)
@@ -87,7 +87,7 @@ def finetuned_teacher_path(
         limit_val_batches=0,
         enable_model_summary=False,
     )
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed))
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     model.save_pretrained(staged)

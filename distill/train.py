@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def _data_identity(cfg: DictConfig) -> dict[str, Any]:
     """The data settings that decide what a model trained on this data learns (for cache keys)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in ("batch_size", "eval_batch_size", "num_workers", "eval_limit", "eval_file"):
+    for key in ("batch_size", "eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed"):
         data.pop(key, None)
     data["batch_size"] = cfg.data.batch_size  # the fine-tuning uses the run's batch size
     return data
@@ -73,7 +73,6 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
                 datamodule,
                 _data_identity(cfg),
                 cache_dir=cfg.paths.cache_dir,
-                seed=int(cfg.seed),
                 accelerator=cfg.trainer.get("accelerator", "auto"),
             )
             teacher_spec = ModelSpec(name_or_path=str(folder), dtype=teacher_spec.dtype)

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from distill.losses import ModelShape
 from distill.metrics import allowed_metrics
 from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
 
@@ -161,6 +162,16 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     return problems, teacher, student
 
 
+def _shape(role: str, spec: ModelSpec, config) -> ModelShape:
+    source = spec.name_or_path or spec.init_source or (spec.config or {}).get("model_type") or "layer copy"
+    return ModelShape(
+        name=f"{role} {source}",
+        num_layers=config.num_hidden_layers,
+        hidden_size=config.hidden_size,
+        num_heads=config.num_attention_heads,
+    )
+
+
 def check_model_pair(
     teacher: ModelSpec | None,
     student: ModelSpec,
@@ -169,7 +180,11 @@ def check_model_pair(
     teacher_tokenizer,
     student_tokenizer,
 ) -> list[str]:
-    """Cross-model facts from configs and tokenizers (no weights): layer indices, widths, vocabularies."""
+    """Cross-model facts from configs and tokenizers (no weights): layer indices, vocabularies, and
+    each loss term bound to the two models (layer maps, widths, projections).
+
+    Binding builds the terms' projections, so the same ``loss`` object must then go to the module.
+    """
     problems: list[str] = []
     teacher_config = load_model_config(teacher, num_labels) if teacher is not None else None
     if student.init_from_teacher_layers is not None:
@@ -186,19 +201,15 @@ def check_model_pair(
                 f"student.init_from_teacher_layers={student.init_from_teacher_layers}: indices {bad} "
                 f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
             )
+    student_config = load_model_config(student, num_labels, teacher_config=teacher_config)
+    problems.extend(
+        loss.bind(
+            _shape("student", student, student_config),
+            _shape("teacher", teacher, teacher_config) if teacher is not None else None,
+        )
+    )
     if teacher is None:
         return problems
-    student_config = load_model_config(student, num_labels, teacher_config=teacher_config)
-    if loss.uses_hidden_states:
-        hidden_terms = [name for name, term in loss.terms.items() if term.uses_hidden_states]
-        teacher_width = teacher_config.hidden_size
-        student_width = student_config.hidden_size
-        if teacher_width != student_width:
-            problems.append(
-                f"loss terms {hidden_terms} compare hidden states, but widths differ: teacher "
-                f"hidden_size={teacher_width}, student hidden_size={student_width}; drop the term "
-                f"(loss.terms.{hidden_terms[0]}=null) or give the student width {teacher_width}"
-            )
     teacher_vocab = getattr(teacher_config, "vocab_size", None)
     student_vocab = getattr(student_config, "vocab_size", None)
     if teacher_vocab != student_vocab:

@@ -127,3 +127,36 @@ def test_wandb_logger_offline(data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     train(compose([*TINY_RUN, "logger=wandb", "report.save_student=false"], tmp_path))
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+
+def test_hidden_state_mse_with_projections_trains_checkpoints_and_exports_without_them(data_dir, tmp_path):
+    cfg = compose(
+        [*TINY_RUN, "loss=kd_ce_hidden_mse", "++student.config.hidden_size=16", "callbacks=default",
+         "callbacks.progress_bar=null", "trainer.log_every_n_steps=1"],
+        tmp_path,
+    )
+    train(cfg)
+    run_dir = tmp_path / "run"
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    projection_keys = sorted(key for key in state if key.startswith("loss.terms.hidden.projections."))
+    # uniform map for 1 student layer vs 2 teacher layers: (0, 0) and (1, 2), one projection each
+    assert projection_keys == [f"loss.terms.hidden.projections.{i}.{p}" for i in (0, 1) for p in ("bias", "weight")]
+    assert state["loss.terms.hidden.projections.0.weight"].shape == (32, 16)
+    exported = AutoModelForSequenceClassification.from_pretrained(run_dir / "student")
+    assert exported.config.hidden_size == 16
+    assert not any("projection" in name for name, _ in exported.named_parameters())
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss/hidden" in header and "train/loss/hidden_weighted" in header
+
+
+def test_scheduled_weight_is_applied_and_logged(data_dir, tmp_path):
+    cfg = compose(
+        [*TINY_RUN, "loss=kd_ce", "trainer.log_every_n_steps=1",
+         "++loss.schedules.kd={kind: linear, start: 0.0, end: 1.0}"],
+        tmp_path,
+    )
+    train(cfg)
+    lines = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    column = lines[0].split(",").index("train/schedule/kd")
+    values = [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]
+    assert values == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])

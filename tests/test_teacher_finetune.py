@@ -25,3 +25,13 @@ def test_fine_tuned_teacher_is_cached_and_reused(data_dir, tmp_path, caplog):
     # Other fine-tuning settings make another teacher.
     train(compose([*TINY_RUN, *finetune[:1], "++teacher.finetune.lr=1e-3", cache], tmp_path / "c"))
     assert len(list((tmp_path / "a" / "cache" / "teachers").iterdir())) == 2
+
+
+def test_runs_with_other_seeds_share_the_teacher(data_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="distill.teacher_finetune")
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    common = [*TINY_RUN, "++teacher.finetune.max_steps=2", "report.save_student=false", cache]
+    train(compose([*common, "seed=0"], tmp_path / "a"))
+    train(compose([*common, "seed=1"], tmp_path / "b"))
+    assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 1
+    assert "reusing fine-tuned weights" in caplog.text

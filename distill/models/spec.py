@@ -14,7 +14,7 @@ PYPI_SCHEME = "pypi:"
 DTYPES = ("float32", "bfloat16", "float16")
 
 #: ``teacher.finetune`` settings and their defaults (the batch size is the run's ``data.batch_size``).
-FINETUNE_DEFAULTS = {"max_steps": 300, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1}
+FINETUNE_DEFAULTS = {"max_steps": 300, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0}
 
 
 class ModelConfigError(ValueError):
@@ -43,7 +43,8 @@ class ModelSpec:
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16`` (teacher on GPU).
         finetune: teacher only: fine-tune this model on the run's data first (no-teacher mode) and
             cache the result; keys from :data:`FINETUNE_DEFAULTS` (``max_steps``, ``lr``,
-            ``weight_decay``, ``warmup_ratio``).
+            ``weight_decay``, ``warmup_ratio``, ``seed``: the teacher's own seed, so runs over
+            several student seeds share one teacher).
     """
 
     name_or_path: str | None = None

@@ -122,3 +122,22 @@ def test_regression_mse_flattens_single_output_head():
     predictions = torch.tensor([[1.0], [2.0], [4.0]])
     targets = torch.tensor([1.0, 3.0, 1.0])
     assert regression_mse(predictions, targets).item() == pytest.approx((0 + 1 + 9) / 3)
+
+
+def test_logit_mse_and_soft_cross_entropy_references():
+    from distill.losses import logit_mse, soft_cross_entropy
+
+    generator = torch.Generator().manual_seed(4)
+    student = torch.randn(5, 3, generator=generator, requires_grad=True)
+    teacher = torch.randn(5, 3, generator=generator)
+    assert logit_mse(student, teacher).item() == pytest.approx(((student - teacher) ** 2).mean().item(), rel=1e-6)
+    temperature = 2.0
+    teacher_probs = torch.softmax(teacher / temperature, -1)
+    expected = -(teacher_probs * torch.log_softmax(student / temperature, -1)).sum(-1).mean()
+    assert soft_cross_entropy(student, teacher, temperature).item() == pytest.approx(expected.item(), rel=1e-6)
+    # Soft CE = KL / T² + teacher entropy: the same gradient as the KL without its T².
+    soft_cross_entropy(student, teacher, temperature).backward()
+    soft_ce_grad = student.grad.clone()
+    student.grad = None
+    (soft_target_kl(student, teacher, temperature) / temperature**2).backward()
+    assert torch.allclose(soft_ce_grad, student.grad, atol=1e-6)
