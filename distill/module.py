@@ -11,6 +11,7 @@ from torch import nn
 
 from distill.losses import LossInputs, LossMix, ModelOutputs
 from distill.metrics import build_metrics
+from distill.models.capture import attention_projections, capture_outputs
 
 #: Batch keys that are targets, never model inputs.
 TARGET_KEYS = ("labels",)
@@ -24,18 +25,34 @@ class _FrozenTeacher:
     the recursive ``.train()`` that Lightning calls (its dropout stays off).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, capture_names: tuple[str, ...] = ()) -> None:
         model.requires_grad_(False)
         model.eval()
         self.model = model
+        self.capture = attention_projections(model, capture_names) if capture_names else None
 
 
-def model_outputs(model: nn.Module, inputs: dict[str, torch.Tensor], hidden_states: bool) -> ModelOutputs:
-    """Run a transformers model once and keep the tensors the losses read."""
-    output = model(**inputs, output_hidden_states=hidden_states)
+def model_outputs(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    hidden_states: bool,
+    capture: dict[str, list[nn.Module]] | None = None,
+) -> ModelOutputs:
+    """Run a transformers model once and keep the tensors the losses read.
+
+    ``capture`` names per-layer modules (from :func:`distill.models.attention_projections`) whose
+    outputs are recorded by forward hooks during this one call.
+    """
+    if not capture:
+        output = model(**inputs, output_hidden_states=hidden_states)
+        captured = None
+    else:
+        with capture_outputs(capture) as captured:
+            output = model(**inputs, output_hidden_states=hidden_states)
     return ModelOutputs(
         logits=output.logits,
         hidden_states=output.hidden_states if hidden_states else None,
+        captured=captured,
     )
 
 
@@ -76,7 +93,9 @@ class DistillationModule(L.LightningModule):
         # them: put the student in train mode (dropout on) once, here.
         self.student = student.train()
         self.loss = loss
-        self._teacher = _FrozenTeacher(teacher) if teacher is not None else None
+        self._teacher = _FrozenTeacher(teacher, loss.captures) if teacher is not None else None
+        # Query/key/value projections attention losses read, captured by hooks (None if no such loss).
+        self._student_capture = attention_projections(student, loss.captures) if loss.captures else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
@@ -112,7 +131,7 @@ class DistillationModule(L.LightningModule):
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
-            return model_outputs(teacher, inputs, self.loss.uses_hidden_states)
+            return model_outputs(teacher, inputs, self.loss.uses_hidden_states, self._teacher.capture)
 
     # -- steps ------------------------------------------------------------------------------
     @staticmethod
@@ -122,7 +141,7 @@ class DistillationModule(L.LightningModule):
 
     def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
         inputs, labels = self._split(batch)
-        student = model_outputs(self.student, inputs, self.student_hidden_states)
+        student = model_outputs(self.student, inputs, self.student_hidden_states, self._student_capture)
         teacher = self._teacher_outputs(inputs) if with_teacher else None
         return LossInputs(
             student=student,

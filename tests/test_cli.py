@@ -160,3 +160,23 @@ def test_scheduled_weight_is_applied_and_logged(data_dir, tmp_path):
     column = lines[0].split(",").index("train/schedule/kd")
     values = [float(row.split(",")[column]) for row in lines[1:] if row.split(",")[column]]
     assert values == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("loss", "extra", "term"),
+    [
+        ("tinybert_intermediate", ["++student.config.hidden_size=16"], "attention"),
+        ("minilm", ["++student.config.hidden_size=24", "++student.config.num_attention_heads=3",
+                    "loss.terms.relations.loss.relation_heads=4"], "relations"),
+    ],
+)
+def test_attention_losses_train_end_to_end_with_fast_attention(loss, extra, term, data_dir, tmp_path):
+    cfg = compose([*TINY_RUN, f"loss={loss}", *extra, "trainer.log_every_n_steps=1"], tmp_path)
+    summary = train(cfg)
+    header, *rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index(f"train/loss/{term}")
+    values = [float(row.split(",")[column]) for row in rows if row.split(",")[column]]
+    assert values and all(value >= 0 for value in values)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "student")
+    assert student.config._attn_implementation != "eager"  # the default kernel stayed on
+    assert summary["student"]["params"] < summary["teacher"]["params"]

@@ -1,5 +1,12 @@
 """Loss functions for distillation: pure tensor math (torch only), each a function plus a module."""
 
+from distill.losses.attention import (
+    AttentionScoreMSE,
+    MiniLMRelations,
+    attention_score_mse,
+    relation_kl,
+    scaled_scores,
+)
 from distill.losses.base import LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
 from distill.losses.hidden import (
     CosineHidden,
@@ -29,6 +36,11 @@ from distill.losses.schedules import SCHEDULE_KINDS, Schedule
 __all__ = [
     "LAYER_MAP_STRATEGIES",
     "SCHEDULE_KINDS",
+    "AttentionScoreMSE",
+    "MiniLMRelations",
+    "attention_score_mse",
+    "relation_kl",
+    "scaled_scores",
     "Schedule",
     "CosineHidden",
     "HardLabelCE",

@@ -22,11 +22,14 @@ class ModelOutputs:
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
             no loss asked for them.
         attentions: per-layer attention maps ``(B, heads, T, T)``, or ``None``.
+        captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
+            "key": [...], "value": [...]}``, each ``(B, T, H)``; ``None`` when none was asked for.
     """
 
     logits: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    captured: dict[str, list[torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ class LossTerm(nn.Module):
     uses_class_logits: bool = False
     #: Reads one scalar prediction per example (a regression head, ``num_labels: 1``).
     uses_regression_head: bool = False
+    #: Per-layer module outputs the term reads from ``ModelOutputs.captured`` (query/key/value).
+    captures: tuple[str, ...] = ()
     #: Short formula for the composer's repr, e.g. ``"KL(p_t^T || p_s^T)·T²"``.
     formula: str = "?"
 

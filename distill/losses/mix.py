@@ -125,6 +125,11 @@ class LossMix(nn.Module):
         return any(term.uses_teacher for term in self.terms.values())
 
     @property
+    def captures(self) -> tuple[str, ...]:
+        """Per-layer module outputs any term reads (e.g. ``("key", "query", "value")``)."""
+        return tuple(sorted({name for term in self.terms.values() for name in term.captures}))
+
+    @property
     def uses_hidden_states(self) -> bool:
         return any(term.uses_hidden_states for term in self.terms.values())
 

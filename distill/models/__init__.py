@@ -9,9 +9,13 @@ from distill.models.builders import (
     load_tokenizer,
     student_from_teacher_layers,
 )
+from distill.models.capture import PROJECTION_PATHS, attention_projections, capture_outputs
 from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_path
 
 __all__ = [
+    "PROJECTION_PATHS",
+    "attention_projections",
+    "capture_outputs",
     "AUTO_MODEL_BY_TASK",
     "ModelConfigError",
     "ModelSpec",
