@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, count_parameters, load_tokenizer
@@ -38,9 +38,69 @@ def _instantiate_all(nodes: DictConfig | None) -> list:
     return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
 
 
-def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModule, L.Trainer, dict]:
-    """Everything a run needs, with every config problem raised before weights load."""
+def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
+    """The run's stages: ``[(None, cfg)]``, or one config per entry of ``cfg.stages``.
+
+    ``stages`` maps a stage name to ``{loss: <loss node> (default: the run's loss), max_steps,
+    lr}``. Stages run in order on the same student (and teacher); each writes its checkpoints to
+    ``checkpoints/<name>/`` and its CSV/TensorBoard logs under version ``<name>``.
+    """
+    if not cfg.get("stages"):
+        return [(None, cfg)]
+    stages = []
+    for name, spec in cfg.stages.items():
+        stage = cfg.copy()
+        with open_dict(stage):
+            del stage["stages"]
+            if spec.get("loss") is not None:
+                stage.loss = spec.loss
+            if spec.get("max_steps") is not None:
+                stage.trainer.max_steps = spec.max_steps
+            if spec.get("lr") is not None:
+                stage.optimizer.lr = spec.lr
+            checkpoint = stage.get("callbacks", {}).get("model_checkpoint")
+            if checkpoint:
+                checkpoint.dirpath = f"{cfg.paths.output_dir}/checkpoints/{name}"
+            for logger in (stage.get("logger") or {}).values():
+                if logger is not None and "version" in logger:
+                    logger.version = str(name)
+        stages.append((str(name), stage))
+    return stages
+
+
+def make_module(cfg: DictConfig, student, teacher, loss, num_labels: int) -> DistillationModule:
+    return DistillationModule(
+        student=student,
+        teacher=teacher,
+        loss=loss,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        warmup_ratio=float(cfg.module.warmup_ratio),
+        num_labels=num_labels,
+        metrics=list(cfg.module.metrics),
+        run_config=OmegaConf.to_container(cfg, resolve=True),
+    )
+
+
+def make_trainer(cfg: DictConfig) -> L.Trainer:
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    if not loggers:  # a learning-rate monitor has nowhere to write without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+
+def build_run(
+    cfg: DictConfig, later_stages: list[DictConfig] = ()
+) -> tuple[DistillationModule, L.LightningDataModule, L.Trainer, dict]:
+    """Everything a run needs, with every config problem raised before weights load.
+
+    ``later_stages`` (configs of the stages after the first) are validated too; their losses,
+    bound to the models, come back in ``extras["later_losses"]``.
+    """
     problems, teacher_spec, student_spec = check_run_config(cfg)
+    for stage in later_stages:
+        problems.extend(p for p in check_run_config(stage)[0] if p not in problems)
     if problems:
         raise ConfigError(problems)
 
@@ -54,6 +114,13 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
     problems = check_model_pair(
         teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer
     )
+    later_losses = [instantiate(stage.loss) for stage in later_stages]
+    for later_loss in later_losses:
+        problems.extend(
+            p
+            for p in check_model_pair(teacher_spec, student_spec, num_labels, later_loss, None, None)
+            if p not in problems
+        )
     datamodule = instantiate(cfg.data, tokenizer=student_tokenizer)
     try:
         datamodule.prepare()
@@ -93,23 +160,9 @@ def build_run(cfg: DictConfig) -> tuple[DistillationModule, L.LightningDataModul
     student, _ = build_model(
         student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
     )
-    module = DistillationModule(
-        student=student,
-        teacher=teacher,
-        loss=loss,
-        optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        warmup_ratio=float(cfg.module.warmup_ratio),
-        num_labels=num_labels,
-        metrics=list(cfg.module.metrics),
-        run_config=OmegaConf.to_container(cfg, resolve=True),
-    )
-    loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    if not loggers:  # a learning-rate monitor has nowhere to write without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    return module, datamodule, trainer, {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer}
+    module = make_module(cfg, student, teacher, loss, num_labels)
+    extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
+    return module, datamodule, make_trainer(cfg), extras
 
 
 def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
@@ -142,10 +195,22 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
-    module, datamodule, trainer, extras = build_run(cfg)
-    log.info("objective: %s", module.loss.formula())
+    stages = stage_configs(cfg)
+    if len(stages) > 1 and cfg.get("ckpt_path"):
+        raise ConfigError(["ckpt_path with stages: resume is per run, not per stage; drop one of them"])
+    first_name, first = stages[0]
+    module, datamodule, trainer, extras = build_run(first, [stage for _, stage in stages[1:]])
+    log.info("objective%s: %s", f" ({first_name})" if first_name else "", module.loss.formula())
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    for (name, stage), loss in zip(stages[1:], extras["later_losses"]):
+        # The next stage continues from this one's student (and reuses the frozen teacher).
+        module = make_module(stage, module.student, module.teacher, loss, int(cfg.data.num_labels))
+        trainer = make_trainer(stage)
+        log.info("objective (%s): %s", name, module.loss.formula())
+        trainer.fit(module, datamodule=datamodule)
     summary = evaluate_models(module, datamodule, trainer, cfg)
+    if len(stages) > 1:
+        summary["stages"] = [name for name, _ in stages]
     output_dir = Path(cfg.paths.output_dir)
     _write_outputs(summary, module, extras["tokenizer"], output_dir, cfg)
     for logger in trainer.loggers:

@@ -180,3 +180,25 @@ def test_attention_losses_train_end_to_end_with_fast_attention(loss, extra, term
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "student")
     assert student.config._attn_implementation != "eager"  # the default kernel stayed on
     assert summary["student"]["params"] < summary["teacher"]["params"]
+
+
+def test_stages_run_in_order_on_one_student(data_dir, tmp_path):
+    cfg = compose(
+        ["experiment=tinybert_task", *TINY_RUN, "callbacks=default", "callbacks.progress_bar=null",
+         "stages.intermediate.max_steps=3", "stages.prediction.max_steps=2", "++stages.prediction.lr=0.0",
+         "trainer.log_every_n_steps=1"],
+        tmp_path,
+    )
+    summary = train(cfg)
+    run_dir = tmp_path / "run"
+    assert summary["stages"] == ["intermediate", "prediction"]
+    first = torch.load(run_dir / "checkpoints" / "intermediate" / "last.ckpt", weights_only=False)
+    second = torch.load(run_dir / "checkpoints" / "prediction" / "last.ckpt", weights_only=False)
+    assert first["global_step"] == 3 and second["global_step"] == 2
+    assert "train/loss/attention" in (run_dir / "csv" / "intermediate" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss/soft_ce" in (run_dir / "csv" / "prediction" / "metrics.csv").read_text().splitlines()[0]
+    # Stage 2 ran at lr 0, so the exported student is exactly stage 1's: it continued from it.
+    exported = AutoModelForSequenceClassification.from_pretrained(run_dir / "student").state_dict()
+    for key, value in first["state_dict"].items():
+        if key.startswith("student."):
+            assert torch.equal(exported[key.removeprefix("student.")], value), key
