@@ -81,26 +81,34 @@ def regression_mse(predictions: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return F.mse_loss(predictions.float().reshape(-1), targets.float().reshape(-1))
 
 
-class SoftTargetKL(LossTerm):
-    """Module form of :func:`soft_target_kl`; the composer sets ``temperature``."""
+class _SoftenedLogitTerm(LossTerm):
+    """A term on temperature-softened teacher and student logits; the composer sets ``temperature``."""
 
     uses_teacher = True
     uses_temperature = True
     uses_class_logits = True
-    formula = "KL(softmax(z_t/T) || softmax(z_s/T))·T²"
 
     def __init__(self, temperature: float = 1.0) -> None:
         super().__init__()
         _check_temperature(temperature)
         self.temperature = float(temperature)
 
+    @staticmethod
+    def function(student_logits, teacher_logits, temperature, mask):  # pragma: no cover - interface
+        raise NotImplementedError
+
     def forward(self, inputs: LossInputs) -> torch.Tensor:
-        return soft_target_kl(
-            inputs.student.logits, inputs.teacher.logits, self.temperature, inputs.logit_mask
-        )
+        return self.function(inputs.student.logits, inputs.teacher.logits, self.temperature, inputs.logit_mask)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
+
+
+class SoftTargetKL(_SoftenedLogitTerm):
+    """Module form of :func:`soft_target_kl`."""
+
+    formula = "KL(softmax(z_t/T) || softmax(z_s/T))·T²"
+    function = staticmethod(soft_target_kl)
 
 
 class HardLabelCE(LossTerm):
@@ -181,20 +189,8 @@ class LogitMSE(LossTerm):
         return logit_mse(inputs.student.logits, inputs.teacher.logits, inputs.logit_mask)
 
 
-class SoftCrossEntropy(LossTerm):
-    """Module form of :func:`soft_cross_entropy`; the composer sets ``temperature``."""
+class SoftCrossEntropy(_SoftenedLogitTerm):
+    """Module form of :func:`soft_cross_entropy`."""
 
-    uses_teacher = True
-    uses_temperature = True
-    uses_class_logits = True
     formula = "-sum softmax(z_t/T) log softmax(z_s/T)"
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        _check_temperature(temperature)
-        self.temperature = float(temperature)
-
-    def forward(self, inputs: LossInputs) -> torch.Tensor:
-        return soft_cross_entropy(
-            inputs.student.logits, inputs.teacher.logits, self.temperature, inputs.logit_mask
-        )
+    function = staticmethod(soft_cross_entropy)
