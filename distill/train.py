@@ -22,13 +22,19 @@ from distill.validation import ConfigError, check_model_pair, check_run_config
 
 log = logging.getLogger(__name__)
 
+#: What a stage may set (see :func:`stage_configs`).
+STAGE_KEYS = {"loss", "max_steps", "lr"}
+
 
 def _data_identity(cfg: DictConfig) -> dict[str, Any]:
-    """The data settings that decide what a model trained on this data learns (for cache keys)."""
+    """The data settings that decide what a model trained on this data learns (for cache keys).
+
+    The batch size stays in (the fine-tuning uses the run's); the run's seed does not (a teacher
+    has its own, ``teacher.finetune.seed``).
+    """
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in ("batch_size", "eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed"):
+    for key in ("eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed"):
         data.pop(key, None)
-    data["batch_size"] = cfg.data.batch_size  # the fine-tuning uses the run's batch size
     return data
 
 
@@ -49,6 +55,9 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
         return [(None, cfg)]
     stages = []
     for name, spec in cfg.stages.items():
+        unknown = sorted(set(spec or {}) - STAGE_KEYS)
+        if unknown:
+            raise ConfigError([f"stages.{name}: unknown keys {unknown}; a stage takes {sorted(STAGE_KEYS)}"])
         stage = cfg.copy()
         with open_dict(stage):
             del stage["stages"]

@@ -5,7 +5,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from conftest import TINY_RUN, compose
-from distill.train import build_run
+from distill.train import build_run, train
 from distill.validation import ConfigError, check_run_config, check_targets
 
 
@@ -161,3 +161,9 @@ def test_same_size_tokenizers_with_different_ids_are_refused(tmp_path):
         "student's token ids; set student.tokenizer to the teacher's tokenizer"
     ]
     assert check_model_pair(*pair, teacher_tokenizer, teacher_tokenizer) == []
+
+
+def test_unknown_stage_key(tmp_path):
+    cfg = compose(["experiment=tinybert_task", *TINY_RUN, "++stages.prediction.max_step=2"], tmp_path)
+    with pytest.raises(ConfigError, match=r"stages.prediction: unknown keys \['max_step'\]"):
+        train(cfg)
