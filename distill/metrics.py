@@ -19,6 +19,15 @@ def allowed_metrics(num_labels: int) -> tuple[str, ...]:
     return REGRESSION_METRICS if num_labels == 1 else CLASSIFICATION_METRICS
 
 
+def metric_problem(names: list[str], num_labels: int) -> str | None:
+    """The error for metric names not available for this task, or ``None``."""
+    allowed = allowed_metrics(num_labels)
+    unknown = [name for name in names if name not in allowed]
+    if not unknown:
+        return None
+    return f"module.metrics: {unknown} not available for num_labels={num_labels}; choose from {list(allowed)}"
+
+
 def build_metrics(names: list[str], num_labels: int) -> MetricCollection:
     """A ``MetricCollection`` of the named metrics.
 
@@ -26,12 +35,9 @@ def build_metrics(names: list[str], num_labels: int) -> MetricCollection:
     as GLUE reports MRPC; macro otherwise); ``matthews`` (CoLA). Regression (``num_labels == 1``):
     ``pearson``, ``spearman`` (STS-B).
     """
-    allowed = allowed_metrics(num_labels)
-    unknown = [name for name in names if name not in allowed]
-    if unknown:
-        raise ValueError(
-            f"module.metrics: {unknown} not available for num_labels={num_labels}; choose from {list(allowed)}"
-        )
+    problem = metric_problem(names, num_labels)
+    if problem:
+        raise ValueError(problem)
     factories = {
         "accuracy": lambda: MulticlassAccuracy(num_classes=num_labels, average="micro"),
         "f1": lambda: BinaryF1Score()

@@ -100,7 +100,8 @@ class DistillationModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
         self.num_labels = num_labels
-        self.student_hidden_states = loss.uses_hidden_states
+        # Whether the losses read hidden states (both models), decided once, not per step.
+        self.hidden_states_needed = loss.uses_hidden_states
         self.val_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/")
         if teacher is not None:
             self.val_teacher_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/teacher/")
@@ -131,7 +132,7 @@ class DistillationModule(L.LightningModule):
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
-            return model_outputs(teacher, inputs, self.loss.uses_hidden_states, self._teacher.capture)
+            return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
 
     # -- steps ------------------------------------------------------------------------------
     @staticmethod
@@ -141,7 +142,7 @@ class DistillationModule(L.LightningModule):
 
     def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
         inputs, labels = self._split(batch)
-        student = model_outputs(self.student, inputs, self.student_hidden_states, self._student_capture)
+        student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         teacher = self._teacher_outputs(inputs) if with_teacher else None
         return LossInputs(
             student=student,

@@ -68,12 +68,16 @@ def render_table(summary: dict[str, Any], console: Console | None = None) -> Non
         if figures is None:
             continue
         is_student = name == "student"
+        if not is_student:
+            speedup_cell = "1.00x"  # the reference
+        else:
+            speedup_cell = f"{summary['speedup']:.2f}x" if "speedup" in summary else "-"
         table.add_row(
             name,
             f"{figures['params'] / 1e6:.1f}M",
             f"{figures[metric]:.4f}" if figures.get(metric) is not None else "-",
             f"{figures['latency_ms']:.1f} ms" if figures.get("latency_ms") else "-",
-            f"{summary['speedup']:.2f}x" if is_student and "speedup" in summary else ("1.00x" if not is_student else "-"),
+            speedup_cell,
             f"{summary['retention'] * 100:.1f}%" if is_student and "retention" in summary else "-",
         )
     (console or Console()).print(table)

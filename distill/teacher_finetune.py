@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import lightning as L
 import torch
 from transformers import get_scheduler
 
-from distill.export import replace_directory
+from distill.export import save_student
 from distill.losses import HardLabelCE, LossMix, RegressionMSE
 from distill.models import ModelSpec, build_model
 from distill.models.spec import FINETUNE_DEFAULTS
@@ -88,9 +87,5 @@ def finetuned_teacher_path(
         enable_model_summary=False,
     )
     trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    model.save_pretrained(staged)
-    datamodule.tokenizer.save_pretrained(staged)
-    replace_directory(staged, target)
+    save_student(model, datamodule.tokenizer, target)  # atomic: the folder appears complete
     return target

@@ -17,7 +17,7 @@ from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from distill.losses import ModelShape
-from distill.metrics import allowed_metrics
+from distill.metrics import metric_problem
 from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -144,13 +144,9 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
                 f"loss terms {regression_terms} need a regression head (data.num_labels=1) but "
                 f"data.num_labels={num_labels}; use loss=kd_ce (or loss=ce) for classification"
             )
-    metrics = list(cfg.module.metrics)
-    unknown = [name for name in metrics if name not in allowed_metrics(num_labels)]
-    if unknown:
-        problems.append(
-            f"module.metrics: {unknown} not available for num_labels={num_labels}; "
-            f"choose from {list(allowed_metrics(num_labels))}"
-        )
+    metric_error = metric_problem(list(cfg.module.metrics), num_labels)
+    if metric_error:
+        problems.append(metric_error)
     if student is not None and student.init_from_teacher_layers is not None and teacher is None and not student.init_source:
         problems.append(
             "student.init_from_teacher_layers needs a teacher to copy from (teacher is none); "

@@ -21,14 +21,12 @@ class ModelOutputs:
         logits: ``(B, C)`` for sequence tasks, ``(B, T, V)`` for token-level tasks.
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
             no loss asked for them.
-        attentions: per-layer attention maps ``(B, heads, T, T)``, or ``None``.
         captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
             "key": [...], "value": [...]}``, each ``(B, T, H)``; ``None`` when none was asked for.
     """
 
     logits: torch.Tensor
     hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
     captured: dict[str, list[torch.Tensor]] | None = None
 
 
