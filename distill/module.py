@@ -13,8 +13,8 @@ from distill.losses import LossInputs, LossMix, ModelOutputs
 from distill.metrics import build_metrics
 from distill.models.capture import attention_projections, capture_outputs
 
-#: Batch keys that are targets, never model inputs.
-TARGET_KEYS = ("labels",)
+#: Batch keys that are targets, never model inputs (``label_mask`` marks transfer-set rows).
+TARGET_KEYS = ("labels", "label_mask")
 
 
 class _FrozenTeacher:
@@ -102,6 +102,8 @@ class DistillationModule(L.LightningModule):
         self.num_labels = num_labels
         # Whether the losses read hidden states (both models), decided once, not per step.
         self.hidden_states_needed = loss.uses_hidden_states
+        #: Training examples each loss term has seen on this rank (label terms skip transfer text).
+        self.examples_seen: dict[str, int] = {}
         self.val_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/")
         if teacher is not None:
             self.val_teacher_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/teacher/")
@@ -135,21 +137,17 @@ class DistillationModule(L.LightningModule):
             return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
 
     # -- steps ------------------------------------------------------------------------------
-    @staticmethod
-    def _split(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
-        return inputs, batch.get("labels")
-
     def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
-        inputs, labels = self._split(batch)
+        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
         student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         teacher = self._teacher_outputs(inputs) if with_teacher else None
         return LossInputs(
             student=student,
             teacher=teacher,
-            labels=labels,
+            labels=batch.get("labels"),
             attention_mask=inputs["attention_mask"],
             logit_mask=None,  # sequence-level logits: one row per example
+            label_mask=batch.get("label_mask"),
         )
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -170,6 +168,9 @@ class DistillationModule(L.LightningModule):
         for name, value in result.unweighted.items():
             logged[f"train/loss/{name}"] = value.detach()
             logged[f"train/loss/{name}_weighted"] = result.weighted[name].detach()
+        for name, count in result.counts.items():
+            logged[f"train/examples/{name}"] = float(count)
+            self.examples_seen[name] = self.examples_seen.get(name, 0) + count
         self.log_dict(logged, batch_size=batch_size, prog_bar=False)
         self.log("train/temperature", self.loss.temperature, batch_size=batch_size)
         return result.total

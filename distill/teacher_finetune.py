@@ -86,6 +86,6 @@ def finetuned_teacher_path(
         limit_val_batches=0,
         enable_model_summary=False,
     )
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed))
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed, transfer=False))
     save_student(model, datamodule.tokenizer, target)  # atomic: the folder appears complete
     return target

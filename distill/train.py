@@ -30,10 +30,10 @@ def _data_identity(cfg: DictConfig) -> dict[str, Any]:
     """The data settings that decide what a model trained on this data learns (for cache keys).
 
     The batch size stays in (the fine-tuning uses the run's); the run's seed does not (a teacher
-    has its own, ``teacher.finetune.seed``).
+    has its own, ``teacher.finetune.seed``), nor does the transfer set (fine-tuning uses labels only).
     """
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    for key in ("eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed"):
+    for key in ("eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed", "transfer"):
         data.pop(key, None)
     return data
 
@@ -211,13 +211,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module, datamodule, trainer, extras = build_run(first, [stage for _, stage in stages[1:]])
     log.info("objective%s: %s", f" ({first_name})" if first_name else "", module.loss.formula())
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    examples_seen = [module.examples_seen]
     for (name, stage), loss in zip(stages[1:], extras["later_losses"]):
         # The next stage continues from this one's student (and reuses the frozen teacher).
         module = make_module(stage, module.student, module.teacher, loss, int(cfg.data.num_labels))
         trainer = make_trainer(stage)
         log.info("objective (%s): %s", name, module.loss.formula())
         trainer.fit(module, datamodule=datamodule)
+        examples_seen.append(module.examples_seen)
     summary = evaluate_models(module, datamodule, trainer, cfg)
+    # Training examples each term saw (this rank), per stage: label terms skip transfer text.
+    summary["examples_seen"] = examples_seen[0] if len(examples_seen) == 1 else examples_seen
     if len(stages) > 1:
         summary["stages"] = [name for name, _ in stages]
     output_dir = Path(cfg.paths.output_dir)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +26,23 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from distill.data.sampling import LengthGroupedSampler
+from distill.data.sampling import LengthGroupedSampler, TransferMixSampler
+from distill.data.transfer import TransferConfig, placeholder_labels, split_labels
 
 log = logging.getLogger(__name__)
 
-FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet")
-"""Values accepted by ``file_format``."""
+FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet", "text")
+"""Values accepted by ``file_format`` (``text``: one example per line, in a column named ``text``)."""
 
-_SUFFIX_FORMATS = {".tsv": "tsv", ".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+_SUFFIX_FORMATS = {
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".tokens": "text",  # WikiText
+}
 _COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
 _SPLITS = ("train", "eval")
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
@@ -137,25 +146,34 @@ class _Encoder:
     text_pair_column: str | None
     label_column: str
     max_length: int
-    labels: _LabelEncoding
+    labels: _LabelEncoding | None
+    #: For transfer text (``labels=None``): placeholder labels of a regression task are NaN.
+    regression: bool = False
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         pairs = batch[self.text_pair_column] if self.text_pair_column else None
         encoded = self.tokenizer(batch[self.text_column], pairs, truncation=True, max_length=self.max_length)
         keep = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
         out: dict[str, Any] = {key: value for key, value in encoded.items() if key in keep}
-        out["labels"] = self.labels(batch[self.label_column])
+        if self.labels is None:
+            out["labels"] = placeholder_labels(len(encoded["input_ids"]), self.regression)
+        else:
+            out["labels"] = self.labels(batch[self.label_column])
         return out
 
 
 class _PaddingCollator:
-    """Pads a list of examples to the longest one in the batch; returns a plain ``dict`` of tensors."""
+    """Pads a list of examples to the longest one in the batch; returns a plain ``dict`` of tensors.
+
+    Transfer-set rows (placeholder labels) are marked with a ``label_mask``, see
+    :func:`distill.data.transfer.split_labels`.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self._collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return dict(self._collator(features))
+        return split_labels(dict(self._collator(features)))
 
 
 def _format_list(values: Sequence[Any], limit: int = _MAX_LISTED) -> str:
@@ -233,12 +251,16 @@ class TextClassificationDataModule(L.LightningDataModule):
             Lightning swaps in a non-shuffling ``DistributedSampler``).
         seed: seed of the training order.
         num_workers: ``DataLoader`` worker processes.
+        transfer: unlabeled text for the teacher-target terms only (``data.transfer``, see
+            :class:`~distill.data.transfer.TransferConfig`); ``None`` or ``source: null`` = none.
 
     Attributes:
         train_dataset: tokenized training set (``None`` before :meth:`prepare`).
         eval_dataset: tokenized evaluation set (``None`` before :meth:`prepare`).
         train_lengths: token count of each training example, in dataset order.
         eval_lengths: token count of each evaluation example.
+        transfer_dataset: tokenized transfer text with placeholder labels (``None`` without one).
+        transfer_lengths: token count of each transfer example.
         data_sources: where each split came from (``{"train": "file /abs/path", ...}``).
         is_regression: ``num_labels == 1``.
     """
@@ -270,6 +292,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         shuffle: bool = True,
         seed: int = 0,
         num_workers: int = 0,
+        transfer: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -296,11 +319,15 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.seed = seed
         self.num_workers = num_workers
+        self.transfer, self._transfer_problems = TransferConfig.from_mapping(transfer)
 
         self.train_dataset: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
         self.train_lengths: list[int] = []
         self.eval_lengths: list[int] = []
+        self.transfer_dataset: datasets.Dataset | None = None
+        self.transfer_lengths: list[int] = []
+        self._mixed_train: datasets.Dataset | None = None
         self.data_sources: dict[str, str] = {}
         self._file_formats: dict[str, str] = {}
         self._prepared = False
@@ -326,11 +353,14 @@ class TextClassificationDataModule(L.LightningDataModule):
             return self
         problems = self._check_arguments()
         raw: dict[str, datasets.Dataset] = {}
+        full_train = None
         for split in _SPLITS:
             dataset = self._load_split(split, problems)
             if dataset is not None:
+                full_train = dataset if split == "train" else full_train
                 raw[split] = self._apply_limit(split, dataset)
         encodings = {split: self._check_split(split, dataset, problems) for split, dataset in raw.items()}
+        transfer_raw = self._load_transfer(full_train, problems) if self.transfer.enabled else None
         if problems:
             raise DataConfigError(problems)
 
@@ -338,9 +368,15 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["eval"]
         self.train_lengths = self._lengths(self.train_dataset)
         self.eval_lengths = self._lengths(self.eval_dataset)
+        if transfer_raw is not None:
+            transfer = self._tokenize("transfer", transfer_raw, None)
+            self.transfer_dataset = transfer.cast(self.train_dataset.features)
+            self.transfer_lengths = self._lengths(self.transfer_dataset)
+            self._mixed_train = datasets.concatenate_datasets([self.train_dataset, self.transfer_dataset])
         self._prepared = True
-        for split in _SPLITS:
-            log.info("%s split: %d examples from %s", split, len(tokenized[split]), self.data_sources[split])
+        for split in (*_SPLITS, "transfer") if transfer_raw is not None else _SPLITS:
+            count = len(self.transfer_dataset if split == "transfer" else tokenized[split])
+            log.info("%s split: %d examples from %s", split, count, self.data_sources[split])
         return self
 
     def setup(self, stage: str | None = None) -> None:
@@ -404,6 +440,13 @@ class TextClassificationDataModule(L.LightningDataModule):
                 )
             if len(set(self.label_names)) != len(self.label_names):
                 problems.append(f"data.label_names={self.label_names} repeats a name. Fix: make the names unique.")
+        problems.extend(self._transfer_problems)
+        if self.transfer.source == "train_rest" and self.train_limit is None:
+            problems.append(
+                "data.transfer.source=train_rest uses the training examples after the first "
+                "data.train_limit as transfer text, but data.train_limit is null. Fix: set "
+                "data.train_limit=N (the first N keep their labels)."
+            )
         return problems
 
     # ------------------------------------------------------------------ loading
@@ -495,6 +538,89 @@ class TextClassificationDataModule(L.LightningDataModule):
             )
             return None
         self.data_sources[split] = self._hub_name(split)
+        return dataset
+
+    @property
+    def _transfer_pair_column(self) -> str | None:
+        if self.transfer.source == "train_rest":
+            return self.text_pair_column
+        return self.transfer.text_pair_column or self.text_pair_column
+
+    def _load_transfer(self, full_train: datasets.Dataset | None, problems: list[str]) -> datasets.Dataset | None:
+        """The raw transfer text (labels, if any, dropped later); records problems instead of raising."""
+        config = self.transfer
+        if config.source == "train_rest":
+            if full_train is None or self.train_limit is None:
+                return None  # reported already
+            if self.train_limit >= len(full_train):
+                problems.append(
+                    f"data.transfer.source=train_rest: data.train_limit={self.train_limit} keeps all "
+                    f"{len(full_train)} training examples labeled, so no text is left for the transfer set. "
+                    f"Fix: set data.train_limit below {len(full_train)}."
+                )
+                return None
+            dataset = full_train.select(range(self.train_limit, len(full_train)))
+            self.data_sources["transfer"] = (
+                f"{self.data_sources['train']}, examples {self.train_limit}..{len(full_train) - 1} (labels unused)"
+            )
+        elif config.source == "file":
+            path = Path(os.path.abspath(os.path.expanduser(str(config.file))))
+            file_format = config.file_format or infer_file_format(path)
+            if not path.is_file():
+                problems.append(
+                    f"data.transfer.file={config.file!r}: file not found: {path}. Fix: point "
+                    "data.transfer.file at an existing text file."
+                )
+                return None
+            if file_format not in FILE_FORMATS:
+                problems.append(
+                    f"data.transfer.file_format={file_format!r} for {path}: allowed {_format_list(FILE_FORMATS)}."
+                )
+                return None
+            try:
+                dataset = load_data_file(path, file_format, None)
+            except Exception as error:  # reported as a problem, with the field that caused it
+                problems.append(f"data.transfer.file: could not read {path} as {file_format}: {error}")
+                return None
+            self.data_sources["transfer"] = f"{file_format} file {path}"
+        elif config.source == "hub":
+            subset = f"/{config.hub_subset}" if config.hub_subset else ""
+            name = f"hub dataset {config.hub_dataset}{subset} split {config.hub_split!r}"
+            try:
+                dataset = load_hub_split(str(config.hub_dataset), config.hub_subset, config.hub_split)
+            except Exception as error:  # reported as a problem, with the field that caused it
+                problems.append(
+                    f"data.transfer.hub_dataset: loading {name} failed: {type(error).__name__}: {error}. "
+                    "Fix: check data.transfer.hub_dataset / hub_subset / hub_split and hub access, or use "
+                    "data.transfer.source=file."
+                )
+                return None
+            self.data_sources["transfer"] = name
+        else:
+            return None  # an unknown source is reported by _check_arguments
+        where = f"transfer data: {self.data_sources['transfer']}"
+        text_column = config.text_column or self.text_column
+        columns = [("text_column", text_column), ("text_pair_column", self._transfer_pair_column)]
+        known_problems = len(problems)
+        for field, column in columns:
+            if column is None:
+                continue
+            if column not in dataset.column_names:
+                problems.append(
+                    f"data.transfer.{field}={column!r} is not a column of the {where}. Available columns: "
+                    f"{_format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
+                )
+                return None
+            self._check_text(dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems)
+        if len(problems) > known_problems:
+            return None
+        # Blank lines (WikiText has many) carry nothing to imitate.
+        dataset = dataset.filter(lambda text: bool(text and text.strip()), input_columns=text_column)
+        if config.limit is not None and config.limit < len(dataset):
+            dataset = dataset.select(range(config.limit))
+        if len(dataset) == 0:
+            problems.append(f"data.transfer: the {where} has no non-blank text in {text_column!r}.")
+            return None
         return dataset
 
     def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
@@ -652,14 +778,17 @@ class TextClassificationDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ tokenization
 
     def _tokenize(self, split: str, dataset: datasets.Dataset, labels: _LabelEncoding | None) -> datasets.Dataset:
-        assert labels is not None
+        """Tokenize a split; ``labels=None`` (transfer text) gives placeholder labels."""
+        transfer = split == "transfer"
+        assert labels is not None or transfer
         encoder = _Encoder(
             tokenizer=self.tokenizer,
-            text_column=self.text_column,
-            text_pair_column=self.text_pair_column,
+            text_column=(self.transfer.text_column or self.text_column) if transfer else self.text_column,
+            text_pair_column=self._transfer_pair_column if transfer else self.text_pair_column,
             label_column=self.label_column,
             max_length=self.max_length,
             labels=labels,
+            regression=self.is_regression,
         )
         return dataset.map(encoder, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {split} split")
 
@@ -669,14 +798,30 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data loaders
 
-    def train_dataloader(self, seed: int | None = None) -> DataLoader:
+    def train_dataloader(self, seed: int | None = None, transfer: bool = True) -> DataLoader:
         """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``).
+
+        With a transfer set, each batch holds ``batch_size`` labeled examples followed by
+        ``transfer.per_batch(batch_size)`` transfer examples (:class:`TransferMixSampler`).
 
         Args:
             seed: the shuffling seed; ``None`` uses ``self.seed`` (a teacher's fine-tuning passes its own).
+            transfer: ``False`` leaves the transfer set out (labeled batches only).
         """
         dataset = self._prepared_split("train")
         seed = self.seed if seed is None else seed
+        if transfer and self._mixed_train is not None:
+            per_batch = self.transfer.per_batch(self.batch_size)
+            mix = TransferMixSampler(
+                self.train_lengths,
+                self.transfer_lengths,
+                self.batch_size,
+                per_batch,
+                seed=seed,
+                shuffle=self.shuffle,
+                group_by_length=self.group_by_length,
+            )
+            return self._loader(self._mixed_train, self.batch_size + per_batch, mix)
         sampler: Sampler[int]
         if self.shuffle and self.group_by_length:
             sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)

@@ -89,3 +89,94 @@ class LengthGroupedSampler(Sampler[int]):
             # Stable sort: ties keep their shuffled order, so they still vary by epoch.
             mega_batch = sorted(order[start : start + size], key=self.lengths.__getitem__, reverse=True)
             yield from mega_batch
+
+
+class TransferMixSampler(Sampler[int]):
+    """Batch-sized windows of labeled indices followed by transfer-set indices.
+
+    The data set is the labeled examples (indices ``0..L-1``) followed by the transfer examples
+    (``L..L+U-1``). Each window of ``labeled_per_batch + transfer_per_batch`` indices, the
+    ``DataLoader``'s batch, holds ``labeled_per_batch`` labeled then ``transfer_per_batch``
+    transfer indices. Each pool is drawn from its own stream, shuffled (length-grouped if asked)
+    and reshuffled whenever it runs out, so the smaller pool cycles while the larger one is
+    traversed once per epoch: an epoch is ``max(ceil(L / labeled_per_batch), ceil(U /
+    transfer_per_batch))`` batches, all full.
+
+    Under DDP, Lightning's distributed wrapper hands each rank every ``world_size``-th index of
+    this stream, so each rank's batches hold the same mix on average.
+
+    Args:
+        labeled_lengths: token count of each labeled example.
+        transfer_lengths: token count of each transfer example.
+        labeled_per_batch: labeled examples per batch (``data.batch_size``).
+        transfer_per_batch: transfer examples per batch.
+        seed: base seed; the order depends only on ``seed``, the epoch and the pool.
+        shuffle: ``False`` walks each pool in order.
+        group_by_length: order each pool with :class:`LengthGroupedSampler` (less padding).
+    """
+
+    def __init__(
+        self,
+        labeled_lengths: Sequence[int],
+        transfer_lengths: Sequence[int],
+        labeled_per_batch: int,
+        transfer_per_batch: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        group_by_length: bool = True,
+    ) -> None:
+        if labeled_per_batch < 1 or transfer_per_batch < 1:
+            raise ValueError(
+                "TransferMixSampler: labeled_per_batch and transfer_per_batch must be >= 1, got "
+                f"{labeled_per_batch} and {transfer_per_batch}."
+            )
+        if not labeled_lengths or not transfer_lengths:
+            raise ValueError("TransferMixSampler: both the labeled and the transfer pool need examples.")
+        self.labeled_lengths = list(labeled_lengths)
+        self.transfer_lengths = list(transfer_lengths)
+        self.labeled_per_batch = int(labeled_per_batch)
+        self.transfer_per_batch = int(transfer_per_batch)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self.group_by_length = group_by_length
+        self.epoch = 0
+
+    @property
+    def num_batches(self) -> int:
+        labeled = -(-len(self.labeled_lengths) // self.labeled_per_batch)
+        transfer = -(-len(self.transfer_lengths) // self.transfer_per_batch)
+        return max(labeled, transfer)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches * (self.labeled_per_batch + self.transfer_per_batch)
+
+    def _stream(self, lengths: list[int], per_batch: int, pool: int) -> Iterator[int]:
+        """Endless indices of one pool: one (re)shuffled pass after another."""
+        cycle = 0
+        while True:
+            if not self.shuffle:
+                yield from range(len(lengths))
+                continue
+            # One seed per (seed, pool, epoch, pass): orders differ across all of them.
+            seed = ((self.seed * 1_000_003 + pool) * 1_000_003 + self.epoch) * 1_000_003 + cycle
+            seed %= 2**63
+            if self.group_by_length:
+                yield from LengthGroupedSampler(lengths, per_batch, seed=seed)
+            else:
+                generator = torch.Generator()
+                generator.manual_seed(seed)
+                yield from torch.randperm(len(lengths), generator=generator).tolist()
+            cycle += 1
+
+    def __iter__(self) -> Iterator[int]:
+        offset = len(self.labeled_lengths)
+        labeled = self._stream(self.labeled_lengths, self.labeled_per_batch, pool=0)
+        transfer = self._stream(self.transfer_lengths, self.transfer_per_batch, pool=1)
+        for _ in range(self.num_batches):
+            for _ in range(self.labeled_per_batch):
+                yield next(labeled)
+            for _ in range(self.transfer_per_batch):
+                yield offset + next(transfer)

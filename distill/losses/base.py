@@ -29,6 +29,16 @@ class ModelOutputs:
     hidden_states: tuple[torch.Tensor, ...] | None = None
     captured: dict[str, list[torch.Tensor]] | None = None
 
+    def rows(self, mask: torch.Tensor) -> ModelOutputs:
+        """The outputs of the examples where ``mask`` (bool ``(B,)``) is true."""
+        return ModelOutputs(
+            logits=self.logits[mask],
+            hidden_states=None if self.hidden_states is None else tuple(h[mask] for h in self.hidden_states),
+            captured=None
+            if self.captured is None
+            else {name: [t[mask] for t in tensors] for name, tensors in self.captured.items()},
+        )
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -58,6 +68,9 @@ class LossInputs:
         attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
         logit_mask: ``(B, T)`` bool, the token positions whose logits count (token-level tasks);
             ``None`` when logits are one row per sequence.
+        label_mask: ``(B,)`` bool, the rows with a real label when a batch mixes labeled examples
+            with transfer text; ``None`` when every row (or, with ``labels=None``, no row) is labeled.
+            :class:`~distill.losses.LossMix` applies it, through :meth:`labeled`, for label terms.
     """
 
     student: ModelOutputs
@@ -65,6 +78,26 @@ class LossInputs:
     labels: torch.Tensor | None
     attention_mask: torch.Tensor
     logit_mask: torch.Tensor | None = None
+    label_mask: torch.Tensor | None = None
+
+    def labeled(self) -> tuple[LossInputs | None, int]:
+        """The labeled rows only, and how many there are: ``(None, 0)`` when there are none."""
+        if self.labels is None:
+            return None, 0
+        if self.label_mask is None:
+            return self, self.attention_mask.size(0)
+        mask = self.label_mask
+        count = int(mask.sum())
+        if count == 0:
+            return None, 0
+        selected = LossInputs(
+            student=self.student.rows(mask),
+            teacher=None if self.teacher is None else self.teacher.rows(mask),
+            labels=self.labels[mask],
+            attention_mask=self.attention_mask[mask],
+            logit_mask=None if self.logit_mask is None else self.logit_mask[mask],
+        )
+        return selected, count
 
 
 class LossTerm(nn.Module):

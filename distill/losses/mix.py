@@ -35,7 +35,9 @@ class LossMix(nn.Module):
     is owned here and pushed into every term that uses one, so a schedule changes it in one place.
 
     A term is skipped (and counted as having seen 0 examples) when the batch lacks what it reads:
-    label terms on unlabeled batches, teacher terms without a teacher.
+    label terms on unlabeled batches, teacher terms without a teacher. On a batch that mixes labeled
+    rows with transfer text (``inputs.label_mask``), label terms see only the labeled rows and
+    teacher terms see all of them; ``counts`` says how many each term saw.
 
     ``schedules`` maps a term name, or ``temperature``, to a :class:`Schedule` (as a dict, e.g.
     ``{kind: linear, start: 0, end: 1}``); :meth:`set_progress` applies them. A scheduled term is
@@ -85,6 +87,7 @@ class LossMix(nn.Module):
             except (TypeError, ValueError) as error:
                 raise ValueError(f"loss.schedules.{name}: {error}") from None
         self.temperature = temperature
+        self._uses_labels = any(term.uses_labels for term in self.terms.values())
         self.set_progress(0.0)
 
     def set_progress(self, progress: float) -> dict[str, float]:
@@ -139,16 +142,17 @@ class LossMix(nn.Module):
         weighted: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
         total = inputs.student.logits.new_zeros((), dtype=torch.float32)
+        # Label terms read only the labeled rows (transfer text has none); the mask is applied here once.
+        labeled, labeled_count = inputs.labeled() if self._uses_labels else (None, 0)
         for name, term in self.terms.items():
-            if (term.uses_labels and inputs.labels is None) or (
-                term.uses_teacher and inputs.teacher is None
-            ):
+            term_inputs, count = (labeled, labeled_count) if term.uses_labels else (inputs, batch_size)
+            if term_inputs is None or (term.uses_teacher and inputs.teacher is None):
                 counts[name] = 0
                 continue
-            value = term(inputs)
+            value = term(term_inputs)
             unweighted[name] = value
             weighted[name] = self.weights[name] * value
-            counts[name] = batch_size
+            counts[name] = count
             total = total + weighted[name]
         return LossResult(total, unweighted, weighted, counts)
 
