@@ -1,1 +1,5 @@
 """distill: knowledge distillation."""
+
+from distill import resolvers as _resolvers
+
+_resolvers.register()

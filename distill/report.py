@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 from torch import nn
+
+from distill.atomic import write_json_atomic  # noqa: F401  (re-exported: distill.train imports it from here)
 
 
 def measure_latency(
@@ -31,17 +29,6 @@ def measure_latency(
                 timings.append((time.perf_counter() - start) * 1000.0)
     model.train(was_training)
     return statistics.median(timings)
-
-
-def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename: the file is whole or absent."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, staged = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(handle, "w") as stream:
-        json.dump(payload, stream, indent=2, sort_keys=False)
-        stream.write("\n")
-    os.replace(staged, path)
 
 
 def compare(teacher: dict[str, Any] | None, student: dict[str, Any], metric: str) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""Find the runs of a sweep folder: each run's overrides (``.hydra/overrides.yaml``) and ``metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+
+class SweepError(ValueError):
+    """A sweep folder that cannot be reported on (no runs, unknown metric)."""
+
+
+@dataclass
+class Override:
+    """One ``key=value`` of a run's command line: ``text`` as typed, ``value`` as Hydra parses it."""
+
+    text: str
+    value: Any
+
+
+@dataclass
+class Run:
+    """One run folder of a sweep; ``metrics`` is None when it has no readable ``metrics.json``."""
+
+    name: str  # the folder, relative to the sweep folder
+    path: Path
+    overrides: dict[str, Override]
+    metrics: dict[str, Any] | None
+    problem: str | None = None  # why ``metrics`` is None
+
+    @property
+    def complete(self) -> bool:
+        return self.metrics is not None
+
+
+@dataclass
+class Sweep:
+    root: Path
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def complete(self) -> list[Run]:
+        return [run for run in self.runs if run.complete]
+
+    @property
+    def missing(self) -> list[Run]:
+        return [run for run in self.runs if not run.complete]
+
+
+def parse_overrides(lines: list[str]) -> dict[str, Override]:
+    """``["loss.temperature=4", "+x=1"]`` -> ``{"loss.temperature": Override("4", 4), "x": ...}``."""
+    parsed = OverridesParser.create().parse_overrides([str(line) for line in lines])
+    result: dict[str, Override] = {}
+    for line, override in zip(lines, parsed):
+        key = override.key_or_group + (f"@{override.package}" if override.package else "")
+        if override.is_delete():
+            result[key] = Override("~", None)
+        else:
+            result[key] = Override(str(line).split("=", 1)[1], override.value())
+    return result
+
+
+def _sort_key(path: Path) -> tuple:
+    # Job folders are numbered (0, 1, ..., 10): order by number, not as text.
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in path.parts)
+
+
+def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not path.is_file():
+        return None, "no metrics.json (failed or unfinished)"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        return None, f"unreadable metrics.json: {error}"
+    if not isinstance(metrics, dict):
+        return None, "metrics.json holds no JSON object"
+    return metrics, None
+
+
+def collect(root: str | Path) -> Sweep:
+    """Every run under ``root`` (recursively): a folder holding ``.hydra/overrides.yaml``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SweepError(f"{root}: not a folder")
+    sweep = Sweep(root)
+    for overrides_file in sorted(root.rglob(".hydra/overrides.yaml"), key=lambda p: _sort_key(p.relative_to(root))):
+        run_dir = overrides_file.parent.parent
+        lines = yaml.safe_load(overrides_file.read_text()) or []
+        metrics, problem = _read_metrics(run_dir / "metrics.json")
+        name = run_dir.relative_to(root).as_posix() if run_dir != root else "."
+        sweep.runs.append(Run(name, run_dir, parse_overrides(lines), metrics, problem))
+    if not sweep.runs:
+        raise SweepError(
+            f"{root}: no runs found (no <run>/.hydra/overrides.yaml below it); "
+            "point at a `distill -m ...` sweep folder such as outputs/multiruns/<date>/<time>"
+        )
+    if not sweep.complete:
+        raise SweepError(f"{root}: {len(sweep.runs)} run folder(s), none with a readable metrics.json")
+    return sweep
+
+
+def metric_value(metrics: dict[str, Any], name: str) -> float | None:
+    """``name`` from a run's ``metrics.json``: a student figure (``accuracy``, ``teacher_agreement``),
+    a top-level one (``retention``, ``speedup``) or a dotted path (``teacher.accuracy``)."""
+    if "." in name:
+        node: Any = metrics
+        for part in name.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+    elif name in (metrics.get("student") or {}):
+        node = metrics["student"][name]
+    else:
+        node = metrics.get(name)
+    if isinstance(node, bool) or not isinstance(node, (int, float)) or math.isnan(node):
+        return None
+    return float(node)
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of a ``metrics.json``, flattened: ``student.accuracy``, ``teacher.params``, ``retention``."""
+    result: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            for inner, number in value.items():
+                if isinstance(number, (int, float)) and not isinstance(number, bool):
+                    result[f"{key}.{inner}"] = number
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            result[key] = value
+    return result
