@@ -1,0 +1,50 @@
+"""scripts/reproduce_distilbert.py: the run plan and the arithmetic of its results table."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "reproduce_distilbert.py"
+spec = importlib.util.spec_from_file_location("reproduce_distilbert", SCRIPT)
+reproduce = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = reproduce  # dataclasses look their module up there
+spec.loader.exec_module(reproduce)
+
+
+def _run(arm: str, name: str, seed: int, accuracy: float) -> object:
+    run = reproduce.Run(arm, name, seed, Path(f"/runs/{arm}/{name}{seed}"), [])
+    run.metrics = {"student": {"accuracy": accuracy, "params": 1, "latency_ms": 1.0}, "speedup": 2.0}
+    return run
+
+
+def test_paired_differences_match_seeds_and_skip_unpaired_ones() -> None:
+    runs = [_run("A", "ce", 0, 0.80), _run("A", "kd", 0, 0.82), _run("A", "ce", 1, 0.81),
+            _run("A", "kd", 1, 0.815), _run("A", "kd", 2, 0.9), _run("B", "ce", 0, 0.5)]
+    assert reproduce.paired(runs, "A") == pytest.approx([2.0, 0.5])
+    assert reproduce.paired(runs, "B") == []
+
+
+def test_gap_verdict_calls_a_difference_within_its_spread_no_gap() -> None:
+    assert reproduce.gap_verdict([2.0, -1.0, 0.5], None).startswith("no gap")
+    assert reproduce.gap_verdict([1.2, 1.1, 1.3], 1.0) == "KD ahead; goal ≥ 1 points: met"
+    assert reproduce.gap_verdict([0.9, 0.8, 1.0], 1.0).endswith("NOT met")
+    assert reproduce.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+
+
+def test_plan_shares_the_sweep_t2_runs_with_arm_a_and_keeps_budgets_equal(tmp_path: Path) -> None:
+    plan = reproduce.Reproduction(reproduce.FULL, tmp_path, quick=False).task_runs(["A", "B", "A+", "C", "D", "T"])
+    a_kd = [run for run in plan if (run.arm, run.name) == ("A", "kd")]
+    assert [run.run_dir.parent for run in a_kd] == [tmp_path / "sweep"] * 3
+    assert not [run for run in plan if run.arm == "T" and "loss.temperature=2" in run.overrides]
+    assert len([run for run in plan if run.arm == "T"]) == 9  # T = 1, 4, 8 x 3 seeds
+    for run in plan:
+        steps = [o for o in run.overrides if o.startswith("trainer.max_steps=")]
+        assert steps[-1] == ("trainer.max_steps=2105" if run.arm == "A+" else "trainer.max_steps=700")
+    b_kd = [run for run in plan if (run.arm, run.name) == ("B", "kd")]
+    assert all("data.transfer.source=train_rest" in r.overrides and "data.train_limit=1000" in r.overrides for r in b_kd)
+    b_ce = [run for run in plan if (run.arm, run.name) == ("B", "ce")]
+    assert all("data.transfer.source=train_rest" not in r.overrides for r in b_ce)
