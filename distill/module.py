@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from distill.losses import LossInputs, LossMix, ModelOutputs
+from distill.losses.logits import hard_label_cross_entropy
 from distill.metrics import build_metrics
 from distill.models.capture import attention_projections, capture_outputs
 
@@ -50,7 +51,7 @@ def model_outputs(
         with capture_outputs(capture) as captured:
             output = model(**inputs, output_hidden_states=hidden_states)
     return ModelOutputs(
-        logits=output.logits,
+        logits=getattr(output, "logits", None),  # a base model (feature_extraction) has none
         hidden_states=output.hidden_states if hidden_states else None,
         captured=captured,
     )
@@ -70,7 +71,10 @@ class DistillationModule(L.LightningModule):
         scheduler: ``(optimizer, num_warmup_steps, num_training_steps) -> LRScheduler`` or ``None``.
         warmup_ratio: share of the training steps spent warming the learning rate up.
         num_labels: classes (``1`` = regression).
-        metrics: metric names for evaluation (see :mod:`distill.metrics`).
+        metrics: metric names for evaluation (see :mod:`distill.metrics`); classification only.
+        task: ``sequence_classification`` (one logit row per example), ``masked_lm`` (token logits:
+            the losses see only the masked positions, see :meth:`LossInputs.for_tokens`) or
+            ``feature_extraction`` (a base model: hidden states, no logits, no labels).
         run_config: the resolved run config, stored in checkpoints as hyper-parameters.
     """
 
@@ -85,6 +89,7 @@ class DistillationModule(L.LightningModule):
         warmup_ratio: float = 0.0,
         num_labels: int = 2,
         metrics: list[str] | tuple[str, ...] = ("accuracy",),
+        task: str = "sequence_classification",
         run_config: dict | None = None,
     ) -> None:
         super().__init__()
@@ -100,13 +105,17 @@ class DistillationModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
         self.num_labels = num_labels
+        self.task = task
+        self.classification = task == "sequence_classification"
         # Whether the losses read hidden states (both models), decided once, not per step.
         self.hidden_states_needed = loss.uses_hidden_states
         #: Training examples each loss term has seen on this rank (label terms skip transfer text).
         self.examples_seen: dict[str, int] = {}
-        self.val_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/")
-        if teacher is not None:
-            self.val_teacher_metrics = build_metrics(list(metrics), num_labels).clone(prefix="val/teacher/")
+        # Without class predictions (masked_lm, feature_extraction) the report uses the eval loss.
+        metrics = list(metrics) if self.classification else []
+        self.val_metrics = build_metrics(metrics, num_labels).clone(prefix="val/") if metrics else None
+        if teacher is not None and self.classification:
+            self.val_teacher_metrics = build_metrics(metrics, num_labels).clone(prefix="val/teacher/")
             if num_labels > 1:
                 # Share of examples where student and teacher predict the same class.
                 self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/teacher_")
@@ -141,6 +150,8 @@ class DistillationModule(L.LightningModule):
         inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
         student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         teacher = self._teacher_outputs(inputs) if with_teacher else None
+        if self.task == "masked_lm":  # the one place token positions are selected
+            return LossInputs.for_tokens(student, teacher, batch.get("labels"), inputs["attention_mask"])
         return LossInputs(
             student=student,
             teacher=teacher,
@@ -151,8 +162,9 @@ class DistillationModule(L.LightningModule):
         )
 
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
-        """Student logits for a batch of model inputs."""
-        return self.student(**inputs).logits
+        """Student logits for a batch of model inputs (the last hidden states for a base model)."""
+        output = self.student(**inputs)
+        return output.logits if hasattr(output, "logits") else output.last_hidden_state
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.loss.schedules:
@@ -185,19 +197,33 @@ class DistillationModule(L.LightningModule):
         self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True, sync_dist=True)
         for name, value in result.unweighted.items():
             self.log(f"val/loss/{name}", value, batch_size=batch_size, sync_dist=True)
+        if not self.classification:
+            self._log_token_losses(loss_inputs, batch_size)
+            return
         student_predictions = self._predictions(loss_inputs.student.logits)
         labels = loss_inputs.labels
-        if labels is not None:
+        if labels is not None and self.val_metrics is not None:
             self.val_metrics.update(student_predictions, labels)
             self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
         if loss_inputs.teacher is not None:
             teacher_predictions = self._predictions(loss_inputs.teacher.logits)
-            if labels is not None:
+            if labels is not None and self.val_metrics is not None:
                 self.val_teacher_metrics.update(teacher_predictions, labels)
                 self.log_dict(self.val_teacher_metrics, batch_size=batch_size)
             if self.num_labels > 1:
                 self.val_agreement.update(student_predictions, teacher_predictions)
                 self.log_dict(self.val_agreement, batch_size=batch_size)
+
+    def _log_token_losses(self, loss_inputs: LossInputs, batch_size: int) -> None:
+        """Masked-LM cross-entropy of both models on the masked tokens (``val/mlm_ce``,
+        ``val/teacher/mlm_ce``), whatever the loss terms: the report's reference for the teacher."""
+        if self.task != "masked_lm" or loss_inputs.labels is None:
+            return
+        tokens = int(loss_inputs.labels.numel())
+        for prefix, outputs in (("val/", loss_inputs.student), ("val/teacher/", loss_inputs.teacher)):
+            if outputs is not None and outputs.logits is not None:
+                value = hard_label_cross_entropy(outputs.logits, loss_inputs.labels)
+                self.log(f"{prefix}mlm_ce", value, batch_size=max(tokens, 1), sync_dist=True)
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):

@@ -18,7 +18,7 @@ from distill.models import ModelSpec, build_model, count_parameters, load_tokeni
 from distill.module import DistillationModule
 from distill.report import compare, measure_latency, render_table, write_json_atomic
 from distill.teacher_finetune import finetuned_teacher_path
-from distill.validation import ConfigError, check_model_pair, check_run_config
+from distill.validation import ConfigError, check_model_pair, check_run_config, run_num_labels
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,7 @@ def make_module(cfg: DictConfig, student, teacher, loss, num_labels: int) -> Dis
         warmup_ratio=float(cfg.module.warmup_ratio),
         num_labels=num_labels,
         metrics=list(cfg.module.metrics),
+        task=str(cfg.task),
         run_config=OmegaConf.to_container(cfg, resolve=True),
     )
 
@@ -119,7 +120,7 @@ def build_run(
     else:
         student_tokenizer = load_tokenizer(student_spec, fallback=teacher_tokenizer)
     loss = instantiate(cfg.loss)
-    num_labels = int(cfg.data.num_labels)
+    num_labels = run_num_labels(cfg)
     problems = check_model_pair(
         teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer
     )
@@ -174,10 +175,22 @@ def build_run(
     return module, datamodule, make_trainer(cfg), extras
 
 
+#: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
+#: the run's objective on the eval text (``val/loss/total``; lower is better).
+EVAL_LOSS = "eval_loss"
+
+
 def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
-    """Dev metrics of student (and teacher), parameters and CPU latency per batch."""
+    """Dev metrics of student (and teacher), parameters and CPU latency per batch.
+
+    Without class predictions (``task`` masked_lm or feature_extraction) the student's figure is
+    ``eval_loss`` (the objective on the eval text, each term also under ``eval_terms``) and, for
+    masked_lm, both models' ``mlm_ce`` (cross-entropy on the masked eval tokens).
+    """
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
     scores = results[0] if results else {}  # empty when trainer.limit_val_batches=0
+    if not module.classification:
+        return _evaluate_without_classes(module, datamodule, scores, cfg)
     metric_names = list(cfg.module.metrics)
     batch = next(iter(datamodule.val_dataloader()))
     size = int(cfg.report.latency_batch_size)
@@ -202,6 +215,36 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
     return compare(teacher, student, metric_names[0])
 
 
+def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
+    batch = next(iter(datamodule.val_dataloader()))
+    size = int(cfg.report.latency_batch_size)
+    return {key: value[:size] for key, value in batch.items() if key not in ("labels", "label_mask")}
+
+
+def _evaluate_without_classes(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
+    inputs = _latency_inputs(datamodule, cfg)
+
+    def figures(model, prefix: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if f"{prefix}mlm_ce" in scores:
+            result["mlm_ce"] = float(scores[f"{prefix}mlm_ce"])
+        result["params"] = count_parameters(model)
+        if cfg.report.latency_repeats:
+            result["latency_ms"] = measure_latency(model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats))
+        return result
+
+    student = figures(module.student, "val/")
+    student[EVAL_LOSS] = float(scores["val/loss/total"]) if "val/loss/total" in scores else None
+    student["eval_terms"] = {
+        key.removeprefix("val/loss/"): float(value)
+        for key, value in scores.items()
+        if key.startswith("val/loss/") and key != "val/loss/total"
+    }
+    # The teacher has no distillation loss of its own; for masked_lm its mlm_ce is the reference.
+    teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
+    return compare(teacher, student, EVAL_LOSS)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
     stages = stage_configs(cfg)
@@ -214,7 +257,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     examples_seen = [module.examples_seen]
     for (name, stage), loss in zip(stages[1:], extras["later_losses"]):
         # The next stage continues from this one's student (and reuses the frozen teacher).
-        module = make_module(stage, module.student, module.teacher, loss, int(cfg.data.num_labels))
+        module = make_module(stage, module.student, module.teacher, loss, run_num_labels(cfg))
         trainer = make_trainer(stage)
         log.info("objective (%s): %s", name, module.loss.formula())
         trainer.fit(module, datamodule=datamodule)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from distill.losses import ModelShape
 from distill.metrics import metric_problem
-from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
+from distill.models import AUTO_MODEL_BY_TASK, TASK_LOGITS, ModelSpec, load_model_config
 
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -97,6 +97,97 @@ def _model_spec(cfg: DictConfig, group: str, problems: list[str]) -> ModelSpec |
     return spec
 
 
+def run_num_labels(cfg: DictConfig) -> int:
+    """``data.num_labels`` for ``task: sequence_classification``; 0 for tasks without a class head."""
+    if cfg.task != "sequence_classification":
+        return 0
+    value = cfg.data.get("num_labels")
+    return int(value) if value is not None else 0
+
+
+def _reads_logits(term) -> bool:
+    return bool(term.uses_class_logits or term.uses_regression_head)
+
+
+def _terms_without_logits() -> list[str]:
+    """Class names of the built-in loss terms that read no logits (allowed for feature_extraction)."""
+    import distill.losses as losses
+    from distill.losses import LossTerm
+
+    return sorted(
+        name
+        for name in losses.__all__
+        if isinstance(getattr(losses, name), type)
+        and issubclass(getattr(losses, name), LossTerm)
+        and getattr(losses, name) is not LossTerm
+        and not _reads_logits(getattr(losses, name))
+        and not getattr(losses, name).uses_labels
+    )
+
+
+def _task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]:
+    """What ``task`` rules out: logit terms without logits, labels without a class head, and data
+    of the wrong kind (a text corpus for classification, labelled examples for masked LM)."""
+    problems: list[str] = []
+    task = cfg.task
+    if task not in AUTO_MODEL_BY_TASK:
+        return [f"task={task!r} is not one of {sorted(AUTO_MODEL_BY_TASK)}"]
+    data_target = cfg.data.get("_target_")
+    try:
+        from distill.data.mlm import TextCorpusDataModule
+
+        is_corpus = data_target is not None and issubclass(get_object(data_target), TextCorpusDataModule)
+    except Exception:  # noqa: BLE001 - an unimportable target is reported by check_targets
+        is_corpus = False
+    if task == "sequence_classification":
+        if is_corpus:
+            problems.append(
+                f"task=sequence_classification needs labelled examples, but data ({data_target}) is an "
+                "unlabelled text corpus; use task=masked_lm or task=feature_extraction with it, or a "
+                "labelled data option (data=sst2 ...)"
+            )
+        return problems
+    if not is_corpus:
+        problems.append(
+            f"task={task} reads unlabelled text from distill.data.TextCorpusDataModule, but data is "
+            f"{data_target}; use e.g. data=wikitext_sst2_text"
+        )
+    if teacher is not None and teacher.finetune:
+        problems.append(
+            f"teacher.finetune={dict(teacher.finetune)} fine-tunes a classification head, which "
+            f"task={task} does not use: set teacher.finetune=null (general distillation imitates the "
+            "pre-trained model)"
+        )
+    metrics = list(cfg.module.get("metrics") or [])
+    if metrics:
+        problems.append(
+            f"module.metrics={metrics}: task={task} makes no class predictions; set module.metrics=[] "
+            "(the report's figure is then the eval loss, eval_loss)"
+        )
+    if loss is not None:
+        if TASK_LOGITS[task] is None:
+            logit_terms = [name for name, term in loss.terms.items() if _reads_logits(term) or term.uses_labels]
+            if logit_terms:
+                problems.append(
+                    f"loss.terms {logit_terms}: task={task} builds a base model with no logits and "
+                    f"the text has no labels; allowed terms: {_terms_without_logits()} (e.g. loss=pretrain_hidden)"
+                )
+        else:
+            regression_terms = [name for name, term in loss.terms.items() if term.uses_regression_head]
+            if regression_terms:
+                problems.append(
+                    f"loss.terms {regression_terms} need a regression head; task={task} has token "
+                    "logits over the vocabulary: use SoftTargetKL / HardLabelCE (e.g. loss=mlm_triple)"
+                )
+            if is_corpus and not float(cfg.data.get("mlm_probability") or 0) > 0:
+                problems.append(
+                    f"task=masked_lm needs masked tokens to predict, but data.mlm_probability="
+                    f"{cfg.data.get('mlm_probability')}; set it > 0 (DistilBERT: 0.15), or use "
+                    "task=feature_extraction for hidden-state-only distillation"
+                )
+    return problems
+
+
 def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, ModelSpec | None]:
     """Problems found from the config alone (no file reads beyond configs, no weights).
 
@@ -107,10 +198,9 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
         return problems, None, None
     teacher = _model_spec(cfg, "teacher", problems)
     student = _model_spec(cfg, "student", problems)
-    num_labels = int(cfg.data.num_labels)
-    if cfg.task not in AUTO_MODEL_BY_TASK:
-        problems.append(f"task={cfg.task!r} is not one of {sorted(AUTO_MODEL_BY_TASK)}")
-    if num_labels < 1:
+    classification = cfg.task == "sequence_classification"
+    num_labels = run_num_labels(cfg)
+    if classification and cfg.data.get("num_labels") is not None and num_labels < 1:
         problems.append(f"data.num_labels={num_labels}: must be >= 1 (1 = regression)")
 
     loss = None
@@ -125,6 +215,7 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
             loss = instantiate(cfg.loss)
         except Exception as error:  # noqa: BLE001
             problems.append(f"loss: cannot be built: {error}")
+    problems.extend(_task_problems(cfg, loss, teacher))
     if loss is not None:
         teacher_terms = [name for name, term in loss.terms.items() if term.uses_teacher]
         if teacher is None and teacher_terms:
@@ -133,18 +224,18 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
                 "loss=regression) to fine-tune without a teacher, or choose a teacher"
             )
         class_terms = [name for name, term in loss.terms.items() if term.uses_class_logits]
-        if num_labels == 1 and class_terms:
+        if classification and num_labels == 1 and class_terms:
             problems.append(
                 f"data.num_labels=1 (regression) but loss terms {class_terms} need class logits; "
                 "use loss=regression (MSE to the labels + MSE to the teacher's predictions)"
             )
         regression_terms = [name for name, term in loss.terms.items() if term.uses_regression_head]
-        if num_labels > 1 and regression_terms:
+        if classification and num_labels > 1 and regression_terms:
             problems.append(
                 f"loss terms {regression_terms} need a regression head (data.num_labels=1) but "
                 f"data.num_labels={num_labels}; use loss=kd_ce (or loss=ce) for classification"
             )
-    metric_error = metric_problem(list(cfg.module.metrics), num_labels)
+    metric_error = metric_problem(list(cfg.module.metrics), num_labels) if classification else None
     if metric_error:
         problems.append(metric_error)
     if student is not None and student.init_from_teacher_layers is not None and teacher is None and not student.init_source:

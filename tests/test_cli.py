@@ -33,9 +33,12 @@ def run_cli(args, tmp_path, timeout=300):
 def test_help_shows_groups_options_and_examples(tmp_path):
     result = run_cli(["--help"], tmp_path)
     assert result.returncode == 0, result.stderr
-    for line in ("teacher: bert_base, finetuned, minilm_l6", "loss: ce, kd, kd_ce, kd_ce_cos, kd_ce_hidden_mse", "experiment: minilm_task, quickstart, tinybert_task",
+    for line in ("teacher: bert_base, finetuned, minilm_l6", "loss: ce, kd, kd_ce, kd_ce_cos, kd_ce_hidden_mse",
                  "trainer: cpu, ddp, default, gpu", "distill -m experiment=quickstart loss.temperature=1,2,4,8"):
         assert line in result.stdout
+    (experiments,) = [line for line in result.stdout.splitlines() if line.strip().startswith("experiment: ")]
+    for name in ("distilbert_general", "distilbert_general_hub", "minilm_task", "quickstart", "tinybert_task"):
+        assert name in experiments.split(": ", 1)[1].split(", ")
     console_script = Path(sys.executable).with_name("distill")
     assert console_script.exists(), "the `distill` console script is not installed"
 

@@ -167,3 +167,43 @@ def test_unknown_stage_key(tmp_path):
     cfg = compose(["experiment=tinybert_task", *TINY_RUN, "++stages.prediction.max_step=2"], tmp_path)
     with pytest.raises(ConfigError, match=r"stages.prediction: unknown keys \['max_step'\]"):
         train(cfg)
+
+
+def general(overrides, tmp_path, task="feature_extraction", loss="pretrain_hidden"):
+    return compose(
+        [*TINY_RUN, "data=wikitext_sst2_text", f"task={task}", f"loss={loss}", "module.metrics=[]",
+         *overrides],
+        tmp_path,
+    )
+
+
+def test_task_outside_the_allowed_list(tmp_path):
+    problems, _, _ = check_run_config(compose([*TINY_RUN, "task=token_classification"], tmp_path))
+    assert any("task='token_classification' is not one of ['feature_extraction', 'masked_lm', 'sequence_classification']" in p
+               for p in problems)
+
+
+def test_logit_terms_are_refused_without_logits(tmp_path):
+    problems, _, _ = check_run_config(general(["data.mlm_probability=0"], tmp_path, loss="kd_ce_cos"))
+    (problem,) = [p for p in problems if "loss.terms" in p]
+    assert "['kd', 'ce']" in problem and "task=feature_extraction" in problem
+    assert "allowed terms: ['AttentionScoreMSE', 'CosineHidden', 'HiddenStateMSE', 'MiniLMRelations', 'PatientKD']" in problem
+
+
+def test_masked_lm_needs_masking_and_no_regression_terms(tmp_path):
+    problems, _, _ = check_run_config(general(["data.mlm_probability=0"], tmp_path, task="masked_lm", loss="mlm_triple"))
+    assert any("task=masked_lm needs masked tokens" in p and "data.mlm_probability=0" in p for p in problems)
+    problems, _, _ = check_run_config(general([], tmp_path, task="masked_lm", loss="regression"))
+    assert any("need a regression head; task=masked_lm" in p for p in problems)
+
+
+def test_data_must_fit_the_task_and_general_runs_take_no_finetune_or_metrics(tmp_path):
+    problems, _, _ = check_run_config(compose([*TINY_RUN, "data=wikitext_sst2_text"], tmp_path))
+    assert any("task=sequence_classification needs labelled examples" in p for p in problems)
+    problems, _, _ = check_run_config(compose([*TINY_RUN, "task=masked_lm", "loss=mlm_triple", "module.metrics=[]"], tmp_path))
+    assert any("task=masked_lm reads unlabelled text" in p and "data=wikitext_sst2_text" in p for p in problems)
+    problems, _, _ = check_run_config(
+        general(["teacher=minilm_l6", "module.metrics=[accuracy]", "teacher.finetune={max_steps: 10}"], tmp_path)
+    )
+    assert any(p.startswith("teacher.finetune=") and "set teacher.finetune=null" in p for p in problems)
+    assert any(p.startswith("module.metrics=['accuracy']: task=feature_extraction") for p in problems)

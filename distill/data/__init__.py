@@ -1,4 +1,5 @@
-"""Data loading for distillation: tokenized text (pair) tasks with length-grouped batching.
+"""Data loading for distillation: tokenized text (pair) tasks with length-grouped batching, and
+unlabelled (optionally masked) text for general distillation.
 
 Importing this package is cheap; ``lightning``, ``datasets`` and ``transformers`` load on first
 use of :class:`TextClassificationDataModule` or :class:`DataConfigError`.
@@ -11,14 +12,23 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill.data.datamodule import DataConfigError, TextClassificationDataModule
+    from distill.data.mlm import MaskingCollator, TextCorpusDataModule
     from distill.data.sampling import LengthGroupedSampler
 
-__all__ = ["DataConfigError", "LengthGroupedSampler", "TextClassificationDataModule"]
+__all__ = [
+    "DataConfigError",
+    "LengthGroupedSampler",
+    "MaskingCollator",
+    "TextClassificationDataModule",
+    "TextCorpusDataModule",
+]
 
 _LOCATIONS = {
     "DataConfigError": "distill.data.datamodule",
     "TextClassificationDataModule": "distill.data.datamodule",
     "LengthGroupedSampler": "distill.data.sampling",
+    "MaskingCollator": "distill.data.mlm",
+    "TextCorpusDataModule": "distill.data.mlm",
 }
 
 

@@ -18,21 +18,32 @@ class ModelOutputs:
     """Tensors one model produced for a batch.
 
     Attributes:
-        logits: ``(B, C)`` for sequence tasks, ``(B, T, V)`` for token-level tasks.
+        logits: ``(B, C)`` for sequence tasks; for token-level tasks ``(B, T, V)`` as the model
+            returns them, ``(N, V)`` once :meth:`at_positions` kept the ``N`` selected positions;
+            ``None`` for a model without a head (``task: feature_extraction``).
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
             no loss asked for them.
         captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
             "key": [...], "value": [...]}``, each ``(B, T, H)``; ``None`` when none was asked for.
     """
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     captured: dict[str, list[torch.Tensor]] | None = None
+
+    def at_positions(self, positions: torch.Tensor) -> ModelOutputs:
+        """Token-level logits ``(B, T, V)`` reduced to the rows where ``positions`` (bool ``(B, T)``)
+        is true: ``(N, V)``, in row-major order. Hidden states and captured outputs stay whole."""
+        return ModelOutputs(
+            logits=None if self.logits is None else self.logits[positions],
+            hidden_states=self.hidden_states,
+            captured=self.captured,
+        )
 
     def rows(self, mask: torch.Tensor) -> ModelOutputs:
         """The outputs of the examples where ``mask`` (bool ``(B,)``) is true."""
         return ModelOutputs(
-            logits=self.logits[mask],
+            logits=None if self.logits is None else self.logits[mask],
             hidden_states=None if self.hidden_states is None else tuple(h[mask] for h in self.hidden_states),
             captured=None
             if self.captured is None
@@ -64,10 +75,15 @@ class LossInputs:
     Attributes:
         student: the student's outputs (with grad).
         teacher: the frozen teacher's outputs, or ``None`` without a teacher.
-        labels: ``(B,)`` class ids or float targets, ``(B, T)`` token ids; ``None`` for unlabeled text.
+        labels: ``(B,)`` class ids or float targets; ``(N,)`` token ids for a token-level task (the
+            labels at the selected positions, matching the ``(N, V)`` logits); ``None`` for
+            unlabeled text.
         attention_mask: ``(B, T)`` 1 for real tokens, 0 for padding.
-        logit_mask: ``(B, T)`` bool, the token positions whose logits count (token-level tasks);
-            ``None`` when logits are one row per sequence.
+        logit_mask: optional bool mask over the logit rows for a term to apply itself. The module
+            leaves it ``None``: token-level logits arrive already reduced to the selected positions
+            (see :meth:`for_tokens`), so logit terms see plain rows.
+        token_positions: ``(B, T)`` bool, where the token-level logit rows came from (the masked
+            positions); ``None`` for sequence-level or no logits.
         label_mask: ``(B,)`` bool, the rows with a real label when a batch mixes labeled examples
             with transfer text; ``None`` when every row (or, with ``labels=None``, no row) is labeled.
             :class:`~distill.losses.LossMix` applies it, through :meth:`labeled`, for label terms.
@@ -79,6 +95,32 @@ class LossInputs:
     attention_mask: torch.Tensor
     logit_mask: torch.Tensor | None = None
     label_mask: torch.Tensor | None = None
+    token_positions: torch.Tensor | None = None
+
+    @classmethod
+    def for_tokens(
+        cls,
+        student: ModelOutputs,
+        teacher: ModelOutputs | None,
+        labels: torch.Tensor | None,
+        attention_mask: torch.Tensor,
+        ignore_index: int = -100,
+    ) -> LossInputs:
+        """Inputs of a token-level task (masked LM), with the logit rows selected once, here.
+
+        The selected positions are those with a label (``labels != ignore_index``, the masked
+        tokens); without labels, every real token (``attention_mask``). Logits ``(B, T, V)`` become
+        ``(N, V)`` and labels ``(B, T)`` become ``(N,)``, so soft-target KL and cross-entropy apply
+        to them unchanged. Hidden states keep ``(B, T, H)`` and use ``attention_mask``.
+        """
+        positions = attention_mask.bool() if labels is None else labels != ignore_index
+        return cls(
+            student=student.at_positions(positions),
+            teacher=None if teacher is None else teacher.at_positions(positions),
+            labels=None if labels is None else labels[positions],
+            attention_mask=attention_mask,
+            token_positions=positions,
+        )
 
     def labeled(self) -> tuple[LossInputs | None, int]:
         """The labeled rows only, and how many there are: ``(None, 0)`` when there are none."""
@@ -86,6 +128,8 @@ class LossInputs:
             return None, 0
         if self.label_mask is None:
             return self, self.attention_mask.size(0)
+        if self.token_positions is not None:
+            raise ValueError("label_mask (transfer rows) is not supported with token-level logits")
         mask = self.label_mask
         count = int(mask.sum())
         if count == 0:
@@ -134,11 +178,12 @@ class LossTerm(nn.Module):
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of ``values`` over positions where ``mask`` is true; 0 (not NaN) for an empty mask.
+    """Mean of ``values`` over positions where ``mask`` is true; 0 (not NaN) for an empty mask or
+    empty ``values`` (a batch with no selected token).
 
     Shapes: values ``(...)``; mask ``(...)`` bool or 0/1, same shape, or ``None`` for a plain mean.
     """
     if mask is None:
-        return values.mean()
+        return values.mean() if values.numel() else values.sum()
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp_min(1.0)

@@ -141,7 +141,8 @@ class LossMix(nn.Module):
         unweighted: dict[str, torch.Tensor] = {}
         weighted: dict[str, torch.Tensor] = {}
         counts: dict[str, int] = {}
-        total = inputs.student.logits.new_zeros((), dtype=torch.float32)
+        # From the attention mask: it is there for every task (a base model has no logits).
+        total = inputs.attention_mask.new_zeros((), dtype=torch.float32)
         # Label terms read only the labeled rows (transfer text has none); the mask is applied here once.
         labeled, labeled_count = inputs.labeled() if self._uses_labels else (None, 0)
         for name, term in self.terms.items():

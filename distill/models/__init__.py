@@ -2,6 +2,7 @@
 
 from distill.models.builders import (
     AUTO_MODEL_BY_TASK,
+    TASK_LOGITS,
     build_model,
     count_parameters,
     find_layer_stack,
@@ -17,6 +18,7 @@ __all__ = [
     "attention_projections",
     "capture_outputs",
     "AUTO_MODEL_BY_TASK",
+    "TASK_LOGITS",
     "ModelConfigError",
     "ModelSpec",
     "build_model",

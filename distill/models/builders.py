@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoModel,
+    AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -18,11 +20,25 @@ from transformers import (
 
 from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_path
 
-#: Task name -> transformers auto class. Token-level tasks (masked/causal LM) join here.
-AUTO_MODEL_BY_TASK = {"sequence_classification": AutoModelForSequenceClassification}
+#: Task name -> transformers auto class.
+#:
+#: - ``sequence_classification``: logits ``(B, C)``, labels ``(B,)`` (``data.num_labels`` classes).
+#: - ``masked_lm``: logits ``(B, T, V)``, labels ``(B, T)`` with -100 off the masked positions; the
+#:   module hands the losses only the masked rows, ``(N, V)`` and ``(N,)``.
+#: - ``feature_extraction``: the base model (no head): hidden states only, no logits, no labels.
+AUTO_MODEL_BY_TASK = {
+    "sequence_classification": AutoModelForSequenceClassification,
+    "masked_lm": AutoModelForMaskedLM,
+    "feature_extraction": AutoModel,
+}
+
+#: What each task's logits are: one row per example, one per token, or none at all.
+TASK_LOGITS = {"sequence_classification": "sequence", "masked_lm": "token", "feature_extraction": None}
 
 
-def _label_kwargs(num_labels: int, label_names: list[str] | None) -> dict:
+def _label_kwargs(num_labels: int, label_names: list[str] | None, task: str = "sequence_classification") -> dict:
+    if task != "sequence_classification":
+        return {}  # no class head: num_labels and label names mean nothing here
     kwargs: dict = {"num_labels": num_labels}
     if num_labels == 1:
         kwargs["problem_type"] = "regression"
@@ -86,7 +102,7 @@ def build_model(
         were not loaded from a checkpoint (a task head added on top of a base model, say).
     """
     auto_class = AUTO_MODEL_BY_TASK[task]
-    label_kwargs = _label_kwargs(num_labels, label_names)
+    label_kwargs = _label_kwargs(num_labels, label_names, task)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     dtype = getattr(torch, spec.dtype)
     if spec.name_or_path is not None:

@@ -87,3 +87,18 @@ def test_flags_and_errors():
         LossMix({"ce": {"weight": 0, "loss": HardLabelCE()}})
     with pytest.raises(TypeError, match="loss.terms.ce.loss"):
         LossMix({"ce": {"weight": 1, "loss": torch.nn.Linear(1, 1)}})
+
+
+def test_hidden_state_only_mix_works_without_logits():
+    # task=feature_extraction: base models return no logits; the total starts from the attention mask.
+    generator = torch.Generator().manual_seed(0)
+    hidden = lambda: (torch.randn(3, 4, 8, generator=generator),)  # noqa: E731
+    inputs = LossInputs(
+        student=ModelOutputs(logits=None, hidden_states=hidden()),
+        teacher=ModelOutputs(logits=None, hidden_states=hidden()),
+        labels=None,
+        attention_mask=torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]),
+    )
+    result = LossMix({"cos": {"weight": 2.0, "loss": CosineHidden()}})(inputs)
+    expected = 2.0 * cosine_hidden(inputs.student.hidden_states[-1], inputs.teacher.hidden_states[-1], inputs.attention_mask)
+    assert result.total.dtype == torch.float32 and result.total.item() == pytest.approx(expected.item())

@@ -1,0 +1,575 @@
+"""Unlabelled text for general (pre-training) distillation, and DistilBERT's token masking.
+
+:class:`TextCorpusDataModule` reads text from one or more sources (local files: WikiText
+``.tokens``/``.txt`` lines, a column of a TSV/CSV/JSON/Parquet file, or a hub dataset split),
+drops blank lines, tokenizes with truncation (or packs the token stream into fixed-length blocks)
+and batches it with :class:`MaskingCollator`.
+
+Masking (Devlin et al. 2019; Sanh et al. 2019, arXiv:1910.01108): ``mlm_probability`` (15%) of the
+real, non-special tokens are selected for prediction; of those, ``mask_token_rate`` (80%) become
+``[MASK]``, ``random_token_rate`` (10%) a random non-special token and the rest (10%) stay as they
+are. Labels hold the original token at selected positions and -100 everywhere else. With
+``mlm_smoothing`` :math:`s` (DistilBERT: 0.7) a token :math:`v` is selected with probability
+proportional to :math:`\\max(1, n_v)^{-s}` (:math:`n_v`: its count in the training text), scaled
+per batch so the expected selected share stays ``mlm_probability`` (a probability that would exceed
+1 is capped at 1 and the excess spread over the other tokens). ``mlm_smoothing: 0`` selects
+uniformly. ``mlm_probability: 0`` turns masking off (no labels: hidden-state-only distillation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler, get_worker_info
+from transformers import PreTrainedTokenizerBase
+
+from distill.data.datamodule import FILE_FORMATS, DataConfigError, infer_file_format, load_data_file, load_hub_split
+from distill.data.sampling import LengthGroupedSampler
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+# ---------------------------------------------------------------------------------- masking
+
+
+def token_weights(counts: torch.Tensor, smoothing: float, special_ids: Sequence[int]) -> torch.Tensor:
+    """Selection weight of each vocabulary id: ``max(1, count)^-smoothing``, 0 for special tokens.
+
+    Args:
+        counts: ``(V,)`` occurrences of each token id in the training text.
+        smoothing: DistilBERT's ``mlm_smoothing`` (0.7); 0 weighs every token alike.
+        special_ids: ids never selected ([CLS], [SEP], [PAD], [MASK], ...).
+    """
+    weights = counts.double().clamp_min(1.0).pow(-float(smoothing))
+    special = [index for index in special_ids if 0 <= index < len(weights)]
+    weights[special] = 0.0
+    return weights
+
+
+def selection_probabilities(weights: torch.Tensor, rate: float) -> torch.Tensor:
+    """Per-token selection probabilities ``min(1, c * w)``, with ``c`` chosen so that they sum to
+    ``rate`` times the number of tokens with ``w > 0`` (the expected selected share is ``rate``).
+
+    Tokens the proportional rule would give a probability above 1 get exactly 1 and the rest of the
+    budget is spread over the others in proportion to their weights ("water filling").
+
+    Shapes: weights ``(n,)`` >= 0; returns ``(n,)`` float64.
+    """
+    weights = weights.double()
+    eligible = int((weights > 0).sum())
+    budget = rate * eligible
+    if budget <= 0 or eligible == 0:
+        return torch.zeros_like(weights)
+    if budget >= eligible:
+        return (weights > 0).double()
+    ordered, order = torch.sort(weights, descending=True)
+    ordered = ordered[:eligible]
+    # With the j largest saturated at 1: c_j = (budget - j) / (sum of the others); the first j whose
+    # largest unsaturated token stays <= 1 is the solution.
+    suffix = torch.flip(torch.cumsum(torch.flip(ordered, [0]), 0), [0])
+    saturated = torch.arange(eligible, dtype=torch.float64)
+    scale = (budget - saturated) / suffix
+    fits = torch.nonzero(scale * ordered <= 1.0 + 1e-12)
+    j = int(fits[0]) if len(fits) else eligible
+    c = float(scale[j]) if j < eligible else 0.0
+    probabilities = torch.zeros_like(weights)
+    sorted_probabilities = torch.clamp(ordered * c, max=1.0)
+    sorted_probabilities[:j] = 1.0
+    probabilities[order[:eligible]] = sorted_probabilities
+    return probabilities
+
+
+def mask_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    mlm_probability: float,
+    mask_token_rate: float,
+    random_token_rate: float,
+    mask_token_id: int,
+    random_ids: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DistilBERT/BERT masking of a padded batch; returns ``(masked input_ids, labels)``.
+
+    Args:
+        input_ids: ``(B, T)``.
+        attention_mask: ``(B, T)``; padding (0) is never selected.
+        weights: ``(V,)`` selection weight per vocabulary id (0: never selected), see :func:`token_weights`.
+        mlm_probability: expected share of the eligible tokens selected for prediction.
+        mask_token_rate: share of the selected tokens replaced by ``mask_token_id``.
+        random_token_rate: share replaced by a token drawn uniformly from ``random_ids``; the rest is kept.
+        random_ids: ``(K,)`` candidate ids for random replacement (non-special tokens).
+        generator: the random stream (seeded by the caller).
+
+    Returns:
+        ``input_ids`` with the replacements, and ``labels`` ``(B, T)``: the original token at selected
+        positions, -100 elsewhere.
+    """
+    token_weight = weights[input_ids] * attention_mask.bool()
+    probabilities = selection_probabilities(token_weight.flatten(), mlm_probability).view_as(input_ids)
+    selected = torch.rand(input_ids.shape, generator=generator, dtype=torch.float64) < probabilities
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
+    action = torch.rand(input_ids.shape, generator=generator)
+    to_mask = selected & (action < mask_token_rate)
+    to_random = selected & (action >= mask_token_rate) & (action < mask_token_rate + random_token_rate)
+    masked = input_ids.clone()
+    masked[to_mask] = mask_token_id
+    picks = torch.randint(len(random_ids), (int(to_random.sum()),), generator=generator)
+    masked[to_random] = random_ids[picks].to(masked.dtype)
+    return masked, labels
+
+
+class MaskingCollator:
+    """Pads examples (``{"input_ids": [...]}``) and, with ``mlm_probability > 0``, masks them.
+
+    Returns ``input_ids``, ``attention_mask`` and, when masking, ``labels``. ``token_type_ids`` are
+    left out unless ``token_type_ids=True`` (then all zeros): DistilBERT has no token-type
+    embeddings, and single-segment text would only ever feed type 0.
+
+    Reproducible: the training stream is seeded with ``seed`` (and the worker id in a
+    ``DataLoader`` worker); with ``fixed_masks=True`` (evaluation) each batch's masks depend only on
+    ``seed`` and the batch's tokens, so every evaluation scores the same masked positions.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        weights: torch.Tensor | None = None,
+        *,
+        mlm_probability: float = 0.15,
+        mask_token_rate: float = 0.8,
+        random_token_rate: float = 0.1,
+        seed: int = 0,
+        fixed_masks: bool = False,
+        token_type_ids: bool = False,
+    ) -> None:
+        self.pad_token_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.mlm_probability = float(mlm_probability)
+        self.mask_token_rate = float(mask_token_rate)
+        self.random_token_rate = float(random_token_rate)
+        self.seed = int(seed)
+        self.fixed_masks = fixed_masks
+        self.token_type_ids = token_type_ids
+        special = sorted(set(tokenizer.all_special_ids))
+        vocab_size = len(tokenizer)
+        if weights is None:
+            weights = token_weights(torch.zeros(vocab_size), 0.0, special)
+        self.weights = weights
+        if self.mlm_probability > 0:
+            if tokenizer.mask_token_id is None:
+                raise DataConfigError(["data.mlm_probability > 0 needs a tokenizer with a mask token ([MASK])"])
+            self.mask_token_id = int(tokenizer.mask_token_id)
+            is_special = torch.zeros(vocab_size, dtype=torch.bool)
+            is_special[[index for index in special if index < vocab_size]] = True
+            self.random_ids = torch.nonzero(~is_special).flatten()
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._worker: int | None = None
+
+    def _stream(self) -> torch.Generator:
+        worker = get_worker_info()
+        if worker is not None and self._worker != worker.id:  # each worker its own stream
+            self._worker = worker.id
+            self._generator.manual_seed(self.seed * 1000 + worker.id + 1)
+        return self._generator
+
+    def __call__(self, features: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(feature["input_ids"]) for feature in features]
+        input_ids = torch.full((len(features), max(lengths)), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for row, (feature, length) in enumerate(zip(features, lengths)):
+            input_ids[row, :length] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            attention_mask[row, :length] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.token_type_ids:
+            batch["token_type_ids"] = torch.zeros_like(input_ids)
+        if self.mlm_probability <= 0:
+            return batch
+        if self.fixed_masks:
+            seed = zlib.crc32(input_ids.numpy().tobytes(), self.seed & 0xFFFFFFFF)
+            generator = torch.Generator().manual_seed(seed)
+        else:
+            generator = self._stream()
+        batch["input_ids"], batch["labels"] = mask_tokens(
+            input_ids,
+            attention_mask,
+            self.weights,
+            mlm_probability=self.mlm_probability,
+            mask_token_rate=self.mask_token_rate,
+            random_token_rate=self.random_token_rate,
+            mask_token_id=self.mask_token_id,
+            random_ids=self.random_ids,
+            generator=generator,
+        )
+        return batch
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class TextSource:
+    """One source of text: a local ``file`` or a hub dataset split, and the column holding the text.
+
+    Attributes:
+        file: local file; its format from ``file_format`` or the extension (``.tokens``/``.txt``:
+            one text per line, column ``text``).
+        text_column: the column with the text (``text`` for plain-text files).
+        file_format: one of :data:`~distill.data.datamodule.FILE_FORMATS`, or ``None`` (from the extension).
+        hub_dataset: hub dataset name, instead of ``file`` (e.g. ``wikitext``).
+        hub_subset: its config (e.g. ``wikitext-103-raw-v1``).
+        split: the hub split.
+        limit: keep the first N non-blank texts.
+    """
+
+    file: str | None = None
+    text_column: str = "text"
+    file_format: str | None = None
+    hub_dataset: str | None = None
+    hub_subset: str | None = None
+    split: str = "train"
+    limit: int | None = None
+
+    @classmethod
+    def parse(cls, value: Any, field: str) -> tuple[TextSource | None, list[str]]:
+        allowed = [f.name for f in fields(cls)]
+        if not isinstance(value, Mapping):
+            return None, [f"{field}={value!r} must be a mapping with keys {allowed}, e.g. {{file: wiki.test.tokens}}"]
+        unknown = sorted(str(key) for key in value if key not in allowed)
+        if unknown:
+            return None, [f"{field}: unknown keys {unknown}; allowed: {allowed}"]
+        source = cls(**dict(value))
+        problems = []
+        if (source.file is None) == (source.hub_dataset is None):
+            problems.append(f"{field}: set exactly one of file or hub_dataset")
+        if source.file_format is not None and str(source.file_format).lower() not in FILE_FORMATS:
+            problems.append(
+                f"{field}.file_format={source.file_format!r} is not supported; allowed: {list(FILE_FORMATS)} "
+                "or null (from the extension)"
+            )
+        if source.limit is not None and (not isinstance(source.limit, int) or source.limit < 1):
+            problems.append(f"{field}.limit={source.limit!r}: use an integer >= 1, or null for all")
+        if not isinstance(source.text_column, str) or not source.text_column:
+            problems.append(f"{field}.text_column={source.text_column!r}: name the column with the text")
+        return source, problems
+
+
+def _parse_sources(values: Any, field: str) -> tuple[list[TextSource], list[str]]:
+    if values is None or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence) or not values:
+        return [], [f"data.{field} must be a non-empty list of sources, e.g. [{{file: wiki.test.tokens}}]; got {values!r}"]
+    sources, problems = [], []
+    for index, value in enumerate(values):
+        source, found = TextSource.parse(value, f"data.{field}[{index}]")
+        problems.extend(found)
+        if source is not None:
+            sources.append(source)
+    return sources, problems
+
+
+# ---------------------------------------------------------------------------------- data module
+
+
+@dataclass(frozen=True, eq=False)
+class _Tokenize:
+    """Batched ``Dataset.map`` function: text -> token ids (picklable, so ``datasets`` caches it)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    special_tokens: bool = True
+
+    def __call__(self, batch: dict[str, list[str]]) -> dict[str, Any]:
+        if self.special_tokens:
+            encoded = self.tokenizer(batch["text"], truncation=True, max_length=self.max_length)
+        else:  # packing: the raw stream, cut into blocks later
+            encoded = self.tokenizer(batch["text"], add_special_tokens=False)
+        return {"input_ids": encoded["input_ids"]}
+
+
+class TextCorpusDataModule(L.LightningDataModule):
+    """Unlabelled text batches, masked for masked-LM distillation or plain for hidden-state matching.
+
+    Field names in errors carry the ``data.`` prefix. Call :meth:`prepare` to fail fast.
+
+    Args:
+        tokenizer: the student's (and teacher's) tokenizer.
+        train_sources: list of :class:`TextSource` mappings, concatenated in order.
+        eval_sources: list of :class:`TextSource` mappings for evaluation.
+        max_length: tokens per example, special tokens included (longer texts are truncated).
+        pack: concatenate the texts (``[SEP]`` between them) and cut the stream into blocks of
+            ``max_length`` tokens (no padding, no truncation loss); ``False``: one example per text.
+        mlm_probability: expected share of tokens selected for prediction; 0 = no masking (no labels).
+        mask_token_rate: share of the selected tokens replaced by ``[MASK]``.
+        random_token_rate: share replaced by a random token (the rest is kept unchanged).
+        mlm_smoothing: selection weight ``count^-mlm_smoothing`` (token counts of the training text);
+            0 = uniform selection.
+        token_type_ids: feed ``token_type_ids`` (all zeros) to the models; ``False`` (default)
+            drops them, as DistilBERT does.
+        batch_size / eval_batch_size: examples per batch.
+        train_limit / eval_limit: keep the first N examples (after the per-source limits).
+        group_by_length: batch training examples of similar length (less padding).
+        shuffle: shuffle the training examples.
+        seed: seed of the order and of the masks.
+        num_workers: ``DataLoader`` workers.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        train_sources: Sequence[Mapping[str, Any]] | None = None,
+        eval_sources: Sequence[Mapping[str, Any]] | None = None,
+        max_length: int = 128,
+        pack: bool = False,
+        mlm_probability: float = 0.15,
+        mask_token_rate: float = 0.8,
+        random_token_rate: float = 0.1,
+        mlm_smoothing: float = 0.7,
+        token_type_ids: bool = False,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        train_limit: int | None = None,
+        eval_limit: int | None = None,
+        group_by_length: bool = True,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.train_sources, train_problems = _parse_sources(train_sources, "train_sources")
+        self.eval_sources, eval_problems = _parse_sources(eval_sources, "eval_sources")
+        self._argument_problems = train_problems + eval_problems
+        self.max_length = max_length
+        self.pack = bool(pack)
+        self.mlm_probability = mlm_probability
+        self.mask_token_rate = mask_token_rate
+        self.random_token_rate = random_token_rate
+        self.mlm_smoothing = mlm_smoothing
+        self.token_type_ids = bool(token_type_ids)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.train_limit = train_limit
+        self.eval_limit = eval_limit
+        self.group_by_length = group_by_length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+        #: No classes: :func:`distill.train.build_run` reads this for classification heads only.
+        self.label_names = None
+        self.train_dataset: datasets.Dataset | None = None
+        self.eval_dataset: datasets.Dataset | None = None
+        self.train_lengths: list[int] = []
+        self.weights: torch.Tensor | None = None
+        self.data_sources: dict[str, list[str]] = {"train": [], "eval": []}
+        self._prepared = False
+
+    # ------------------------------------------------------------------ preparation
+
+    def _check_arguments(self) -> list[str]:
+        problems = list(self._argument_problems)
+        for name in ("max_length", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1")
+        if isinstance(self.max_length, int) and self.max_length < 3:
+            problems.append(f"data.max_length={self.max_length}: too short for [CLS] text [SEP]; use >= 3")
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(model_max, int) and model_max < int(1e20) and isinstance(self.max_length, int) and self.max_length > model_max:
+            problems.append(
+                f"data.max_length={self.max_length} exceeds the tokenizer's model_max_length={model_max}; "
+                f"set data.max_length<={model_max}"
+            )
+        for name in ("mlm_probability", "mask_token_rate", "random_token_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                problems.append(f"data.{name}={value!r}: must be a number in [0, 1]")
+        if isinstance(self.mask_token_rate, (int, float)) and isinstance(self.random_token_rate, (int, float)):
+            if self.mask_token_rate + self.random_token_rate > 1:
+                problems.append(
+                    f"data.mask_token_rate + data.random_token_rate = {self.mask_token_rate + self.random_token_rate} "
+                    "> 1; they split the selected tokens (the rest is kept), e.g. 0.8 and 0.1"
+                )
+        if not isinstance(self.mlm_smoothing, (int, float)) or self.mlm_smoothing < 0:
+            problems.append(f"data.mlm_smoothing={self.mlm_smoothing!r}: must be >= 0 (DistilBERT: 0.7; 0 = uniform)")
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                problems.append(f"data.{name}={value!r}: use an integer >= 1, or null for all examples")
+        if self.mlm_probability and self.tokenizer is not None and getattr(self.tokenizer, "mask_token_id", None) is None:
+            problems.append("data.mlm_probability > 0 needs a tokenizer with a mask token; set data.mlm_probability=0")
+        return problems
+
+    def prepare(self) -> TextCorpusDataModule:
+        """Loads, checks and tokenizes both splits, and counts tokens for the smoothing. Idempotent.
+
+        Raises:
+            DataConfigError: every problem found, each naming its field.
+        """
+        if self._prepared:
+            return self
+        problems = self._check_arguments()
+        texts: dict[str, list[datasets.Dataset]] = {"train": [], "eval": []}
+        if not problems:
+            for split, sources in (("train", self.train_sources), ("eval", self.eval_sources)):
+                for index, source in enumerate(sources):
+                    dataset = self._load_source(source, f"data.{split}_sources[{index}]", split, problems)
+                    if dataset is not None:
+                        texts[split].append(dataset)
+        if problems:
+            raise DataConfigError(problems)
+        self.train_dataset = self._tokenize("train", texts["train"], self.train_limit)
+        self.eval_dataset = self._tokenize("eval", texts["eval"], self.eval_limit)
+        self.train_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
+        counts = np.bincount(
+            np.concatenate([np.asarray(ids, dtype=np.int64) for ids in self.train_dataset["input_ids"]]),
+            minlength=len(self.tokenizer),
+        )
+        self.weights = token_weights(torch.as_tensor(counts), float(self.mlm_smoothing), self.tokenizer.all_special_ids)
+        self._prepared = True
+        for split, dataset in (("train", self.train_dataset), ("eval", self.eval_dataset)):
+            log.info("%s text: %d examples from %s", split, len(dataset), "; ".join(self.data_sources[split]))
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def _load_source(self, source: TextSource, field: str, split: str, problems: list[str]) -> datasets.Dataset | None:
+        if source.hub_dataset is not None:
+            name = f"hub dataset {source.hub_dataset}{'/' + source.hub_subset if source.hub_subset else ''} split {source.split!r}"
+            try:
+                dataset = load_hub_split(source.hub_dataset, source.hub_subset, source.split)
+            except Exception as error:  # reported with the field that caused it
+                problems.append(f"{field}.hub_dataset: loading {name} failed: {type(error).__name__}: {error}")
+                return None
+        else:
+            path = Path(os.path.abspath(os.path.expanduser(str(source.file))))
+            if not path.is_file():
+                problems.append(
+                    f"{field}.file={source.file!r}: file not found: {path} (relative paths resolve against "
+                    f"{os.getcwd()}; check DISTILL_DATA_DIR)"
+                )
+                return None
+            file_format = (source.file_format or infer_file_format(path) or "").lower()
+            if file_format not in FILE_FORMATS:
+                problems.append(
+                    f"{field}.file_format: cannot tell the format of {path}; set it to one of {list(FILE_FORMATS)}"
+                )
+                return None
+            try:
+                dataset = load_data_file(path, file_format, None)
+            except Exception as error:  # reported with the field that caused it
+                problems.append(f"{field}.file: could not read {path} as {file_format}: {type(error).__name__}: {error}")
+                return None
+            name = f"{file_format} file {path}"
+        if source.text_column not in dataset.column_names:
+            problems.append(
+                f"{field}.text_column={source.text_column!r} is not a column of the {name}; "
+                f"available: {dataset.column_names}"
+            )
+            return None
+        column = source.text_column
+        dataset = dataset.select_columns([column])
+        if column != "text":
+            dataset = dataset.rename_column(column, "text")
+        if dataset.features["text"] != datasets.Value("string"):  # TSV gives large_string: one type to concatenate
+            dataset = dataset.cast_column("text", datasets.Value("string"))
+        # Blank lines (WikiText has many) and missing values carry no text.
+        dataset = dataset.filter(lambda text: bool(text and text.strip()), input_columns="text")
+        if source.limit is not None and source.limit < len(dataset):
+            dataset = dataset.select(range(source.limit))
+        if len(dataset) == 0:
+            problems.append(f"{field}: the {name} has no non-blank text in column {column!r}")
+            return None
+        self.data_sources[split].append(f"{name} [{column}]: {len(dataset)} texts")
+        return dataset
+
+    def _tokenize(self, split: str, parts: list[datasets.Dataset], limit: int | None) -> datasets.Dataset:
+        text = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+        encoder = _Tokenize(self.tokenizer, self.max_length, special_tokens=not self.pack)
+        tokenized = text.map(encoder, batched=True, remove_columns=["text"], desc=f"Tokenizing {split} text")
+        if self.pack:
+            tokenized = datasets.Dataset.from_dict({"input_ids": self._blocks(tokenized["input_ids"])})
+        if limit is not None and limit < len(tokenized):
+            tokenized = tokenized.select(range(limit))
+        return tokenized
+
+    def _blocks(self, texts: list[list[int]]) -> list[list[int]]:
+        """``[CLS] tokens [SEP]`` blocks of ``max_length`` cut from the texts joined by ``[SEP]``."""
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        stream: list[int] = []
+        for ids in texts:
+            stream.extend(ids)
+            stream.append(sep_id)
+        size = self.max_length - 2
+        return [[cls_id, *stream[start : start + size], sep_id] for start in range(0, len(stream), size)]
+
+    # ------------------------------------------------------------------ loaders
+
+    def collator(self, fixed_masks: bool) -> MaskingCollator:
+        self.prepare()
+        return MaskingCollator(
+            self.tokenizer,
+            self.weights,
+            mlm_probability=float(self.mlm_probability),
+            mask_token_rate=float(self.mask_token_rate),
+            random_token_rate=float(self.random_token_rate),
+            seed=int(self.seed),
+            fixed_masks=fixed_masks,
+            token_type_ids=self.token_type_ids,
+        )
+
+    def train_dataloader(self, seed: int | None = None) -> DataLoader:
+        self.prepare()
+        seed = self.seed if seed is None else seed
+        sampler: Sampler[int]
+        if self.shuffle and self.group_by_length:
+            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
+        elif self.shuffle:
+            sampler = RandomSampler(self.train_dataset, generator=torch.Generator().manual_seed(seed))
+        else:
+            sampler = SequentialSampler(self.train_dataset)
+        return self._loader(self.train_dataset, self.batch_size, sampler, self.collator(fixed_masks=False))
+
+    def val_dataloader(self) -> DataLoader:
+        self.prepare()
+        return self._loader(
+            self.eval_dataset, self.eval_batch_size, SequentialSampler(self.eval_dataset), self.collator(fixed_masks=True)
+        )
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def _loader(self, dataset, batch_size: int, sampler, collate) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MaskingCollator",
+    "TextCorpusDataModule",
+    "TextSource",
+    "mask_tokens",
+    "selection_probabilities",
+    "token_weights",
+]
