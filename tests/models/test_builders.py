@@ -82,3 +82,21 @@ def test_real_minilm_student_from_layers_0_2_4():
     student, _ = build_model(ModelSpec(init_from_teacher_layers=[0, 2, 4]), 2, teacher=teacher)
     assert count_parameters(teacher) == 22_713_986
     assert count_parameters(student) == 17_390_594
+
+
+def test_init_source_copies_layers_from_the_pretrained_model_not_the_teacher(tmp_path):
+    pretrained = tiny_bert(num_layers=6, seed=3)
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    teacher = tiny_bert(num_layers=6, seed=4)  # stands for the fine-tuned teacher: other weights
+    spec = ModelSpec(init_from_teacher_layers=[0, 2, 4], init_source=str(tmp_path / "pretrained"))
+    student, newly_initialised = build_model(spec, num_labels=2, teacher=teacher)
+    assert newly_initialised == set()
+    source_state = pretrained.state_dict()
+    for key, value in student.state_dict().items():
+        if ".encoder.layer." in key:
+            index = int(key.split(".encoder.layer.")[1].split(".")[0])
+            key = key.replace(f".encoder.layer.{index}.", f".encoder.layer.{[0, 2, 4][index]}.")
+        assert torch.equal(value, source_state[key]), key
+    # ... and so not from the teacher, whose random weights differ.
+    word_embeddings = student.bert.embeddings.word_embeddings.weight
+    assert not torch.equal(word_embeddings, teacher.bert.embeddings.word_embeddings.weight)
