@@ -57,7 +57,7 @@ class Scale:
 
 FULL = Scale(
     teacher_steps=2105, steps=700, epoch_steps=2105, few_labels=1000, seeds=(0, 1, 2),
-    temperatures=(1, 2, 4, 8), general_steps=1000,
+    temperatures=(1, 2, 4, 8), general_steps=500,
 )
 QUICK = Scale(
     teacher_steps=30, steps=12, epoch_steps=24, few_labels=64, seeds=(0, 1),
