@@ -12,7 +12,7 @@ from torch import nn
 from distill.losses import LossInputs, LossMix, ModelOutputs
 from distill.losses.logits import hard_label_cross_entropy
 from distill.metrics import build_metrics
-from distill.models.capture import attention_projections, capture_outputs
+from distill.models.capture import capture_modules, capture_outputs
 
 #: Batch keys that are targets, never model inputs (``label_mask`` marks transfer-set rows).
 TARGET_KEYS = ("labels", "label_mask")
@@ -26,11 +26,13 @@ class _FrozenTeacher:
     the recursive ``.train()`` that Lightning calls (its dropout stays off).
     """
 
-    def __init__(self, model: nn.Module, capture_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, model: nn.Module, capture_names: tuple[str, ...] = (), module_paths: tuple[str, ...] = ()
+    ) -> None:
         model.requires_grad_(False)
         model.eval()
         self.model = model
-        self.capture = attention_projections(model, capture_names) if capture_names else None
+        self.capture = capture_modules(model, capture_names, module_paths, role="teacher")
 
 
 def model_outputs(
@@ -41,8 +43,9 @@ def model_outputs(
 ) -> ModelOutputs:
     """Run a transformers model once and keep the tensors the losses read.
 
-    ``capture`` names per-layer modules (from :func:`distill.models.attention_projections`) whose
-    outputs are recorded by forward hooks during this one call.
+    ``capture`` names modules (from :func:`distill.models.capture_modules`: per-layer q/k/v
+    projections, ``module:<path>`` entries) whose outputs are recorded by forward hooks during this
+    one call; the hooks are removed when it returns.
     """
     if not capture:
         output = model(**inputs, output_hidden_states=hidden_states)
@@ -98,9 +101,12 @@ class DistillationModule(L.LightningModule):
         # them: put the student in train mode (dropout on) once, here.
         self.student = student.train()
         self.loss = loss
-        self._teacher = _FrozenTeacher(teacher, loss.captures) if teacher is not None else None
-        # Query/key/value projections attention losses read, captured by hooks (None if no such loss).
-        self._student_capture = attention_projections(student, loss.captures) if loss.captures else None
+        self._teacher = (
+            _FrozenTeacher(teacher, loss.captures, loss.teacher_modules) if teacher is not None else None
+        )
+        # Modules the losses read (q/k/v projections, modules by path), captured by hooks during
+        # each forward only (None if no loss reads any).
+        self._student_capture = capture_modules(student, loss.captures, loss.student_modules, role="student")
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio

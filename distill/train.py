@@ -122,13 +122,15 @@ def build_run(
     loss = instantiate(cfg.loss)
     num_labels = run_num_labels(cfg)
     problems = check_model_pair(
-        teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer
+        teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer, task=cfg.task
     )
     later_losses = [instantiate(stage.loss) for stage in later_stages]
     for later_loss in later_losses:
         problems.extend(
             p
-            for p in check_model_pair(teacher_spec, student_spec, num_labels, later_loss, None, None)
+            for p in check_model_pair(
+                teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task
+            )
             if p not in problems
         )
     datamodule = instantiate(cfg.data, tokenizer=student_tokenizer)

@@ -249,13 +249,31 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     return problems, teacher, student
 
 
-def _shape(role: str, spec: ModelSpec, config) -> ModelShape:
+def _meta_module_widths(config, task: str, num_labels: int) -> dict[str, int | None]:
+    """The named modules of the model ``config`` builds for ``task`` and their output widths, from a
+    model on the ``meta`` device (no memory, no weights)."""
+    import copy
+
+    import torch
+
+    from distill.models import module_output_widths
+
+    config = copy.deepcopy(config)
+    if task == "sequence_classification" and num_labels > 0:
+        config.num_labels = num_labels
+    with torch.device("meta"):
+        model = AUTO_MODEL_BY_TASK[task].from_config(config)
+    return module_output_widths(model)
+
+
+def _shape(role: str, spec: ModelSpec, config, modules: dict[str, int | None] | None = None) -> ModelShape:
     source = spec.name_or_path or spec.init_source or (spec.config or {}).get("model_type") or "layer copy"
     return ModelShape(
         name=f"{role} {source}",
         num_layers=config.num_hidden_layers,
         hidden_size=config.hidden_size,
         num_heads=config.num_attention_heads,
+        modules=modules,
     )
 
 
@@ -266,9 +284,14 @@ def check_model_pair(
     loss,
     teacher_tokenizer,
     student_tokenizer,
+    *,
+    task: str = "sequence_classification",
 ) -> list[str]:
     """Cross-model facts from configs and tokenizers (no weights): layer indices, vocabularies, and
     each loss term bound to the two models (layer maps, widths, projections).
+
+    When a term reads modules by dotted path, both models are built on the ``meta`` device for
+    ``task`` to list their modules (``ModelShape.modules``).
 
     Binding builds the terms' projections, so the same ``loss`` object must then go to the module.
     """
@@ -289,10 +312,14 @@ def check_model_pair(
                 f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
             )
     student_config = load_model_config(student, num_labels, teacher_config=teacher_config)
+    student_modules = teacher_modules = None
+    if teacher is not None and (loss.student_modules or loss.teacher_modules):
+        student_modules = _meta_module_widths(student_config, task, num_labels)
+        teacher_modules = _meta_module_widths(teacher_config, task, num_labels)
     problems.extend(
         loss.bind(
-            _shape("student", student, student_config),
-            _shape("teacher", teacher, teacher_config) if teacher is not None else None,
+            _shape("student", student, student_config, student_modules),
+            _shape("teacher", teacher, teacher_config, teacher_modules) if teacher is not None else None,
         )
     )
     if teacher is None:

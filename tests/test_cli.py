@@ -205,3 +205,14 @@ def test_stages_run_in_order_on_one_student(data_dir, tmp_path):
     for key, value in first["state_dict"].items():
         if key.startswith("student."):
             assert torch.equal(exported[key.removeprefix("student.")], value), key
+
+
+def test_module_output_loss_by_dotted_path_trains_end_to_end(data_dir, tmp_path):
+    cfg = compose([*TINY_RUN, "loss=kd_ce_module", "++student.config.hidden_size=16", "trainer.log_every_n_steps=1",
+                   "report.save_student=false"], tmp_path)
+    summary = train(cfg)
+    header, *rows = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()
+    column = header.split(",").index("train/loss/module")
+    values = [float(row.split(",")[column]) for row in rows if row.split(",")[column]]
+    assert len(values) == 4 and all(value > 0 for value in values)
+    assert "module: mean_pairs MSE(module_s W, module_t)" in summary["objective"]

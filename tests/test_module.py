@@ -166,3 +166,47 @@ def test_no_teacher_mode_fine_tunes_with_labels_only(tmp_path):
         predictions = model(**inputs).logits.argmax(-1)
     assert module.teacher is None
     assert torch.equal(predictions, data[0]["labels"])  # it memorised its one batch
+
+
+class HookCount(L.Callback):
+    """Forward hooks on student and teacher at each step's start and end (none should outlive a forward)."""
+
+    def __init__(self):
+        self.counts = []
+
+    @staticmethod
+    def count(module):
+        return sum(len(m._forward_hooks) for model in (module.student, module.teacher) for m in model.modules())
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.counts.append(self.count(module))
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.counts.append(self.count(module))
+
+
+def test_module_outputs_by_path_are_hooked_only_during_the_forward_and_train_the_student(tmp_path):
+    from distill.losses import ModelShape, ModuleOutputLoss
+    from distill.models import module_output_widths
+
+    teacher = tiny_bert(num_layers=4, hidden=32, dropout=0.0)
+    student = tiny_bert(num_layers=2, hidden=16, dropout=0.0, seed=1)
+    term = ModuleOutputLoss("bert.encoder.layer.1.output.dense", "bert.encoder.layer.3.output.dense")
+    loss = LossMix({"module": {"weight": 1.0, "loss": term}})
+    shapes = [ModelShape(name, model.config.num_hidden_layers, model.config.hidden_size, 2, module_output_widths(model))
+              for name, model in (("student", student), ("teacher", teacher))]
+    assert loss.bind(*shapes) == []
+    module = DistillationModule(student=student, teacher=teacher, loss=loss, optimizer=partial(torch.optim.SGD, lr=0.1))
+    # Hooks are planned for the one path the loss names, in each model, and nothing else.
+    assert set(module._student_capture) == {"module:bert.encoder.layer.1.output.dense"}
+    assert set(module._teacher.capture) == {"module:bert.encoder.layer.3.output.dense"}
+    dense = student.bert.encoder.layer[1].output.dense.weight.detach().clone()
+    projection = term.projections[0].weight.detach().clone()
+    untouched = student.bert.encoder.layer[1].output.LayerNorm.weight.detach().clone()  # after the module
+    counts = HookCount()
+    trainer(tmp_path, callbacks=[counts], enable_checkpointing=False, max_steps=2).fit(module, loader(batches(count=2)))
+    assert counts.counts == [0, 0, 0, 0]  # two steps: no hook left behind
+    assert not torch.equal(student.bert.encoder.layer[1].output.dense.weight, dense)
+    assert not torch.equal(term.projections[0].weight, projection)
+    assert torch.equal(student.bert.encoder.layer[1].output.LayerNorm.weight, untouched)
+    assert "loss.terms.module.projections.0.weight" in module.state_dict()

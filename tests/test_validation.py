@@ -187,7 +187,8 @@ def test_logit_terms_are_refused_without_logits(tmp_path):
     problems, _, _ = check_run_config(general(["data.mlm_probability=0"], tmp_path, loss="kd_ce_cos"))
     (problem,) = [p for p in problems if "loss.terms" in p]
     assert "['kd', 'ce']" in problem and "task=feature_extraction" in problem
-    assert "allowed terms: ['AttentionScoreMSE', 'CosineHidden', 'HiddenStateMSE', 'MiniLMRelations', 'PatientKD']" in problem
+    assert ("allowed terms: ['AttentionScoreMSE', 'CosineHidden', 'HiddenStateMSE', 'MiniLMRelations', "
+            "'ModuleOutputLoss', 'PatientKD']") in problem
 
 
 def test_masked_lm_needs_masking_and_no_regression_terms(tmp_path):
@@ -207,3 +208,27 @@ def test_data_must_fit_the_task_and_general_runs_take_no_finetune_or_metrics(tmp
     )
     assert any(p.startswith("teacher.finetune=") and "set teacher.finetune=null" in p for p in problems)
     assert any(p.startswith("module.metrics=['accuracy']: task=feature_extraction") for p in problems)
+
+
+def test_module_path_missing_from_a_model_names_the_field_model_and_close_matches(tmp_path):
+    problems = problems_of(
+        ["loss=kd_ce_module", "loss.terms.module.loss.teacher_module=bert.encoder.layer.5.output.dense",
+         "loss.terms.module.loss.student_module=bert.encoder.layers.0.output.dense"],
+        tmp_path,
+    )
+    (student,) = [p for p in problems.splitlines() if ".student_module=" in p]
+    assert student.startswith(
+        "loss.terms.module.loss.student_module='bert.encoder.layers.0.output.dense': student bert has no module"
+    )
+    assert "close matches: ['bert.encoder.layer.0.output.dense'" in student
+    (teacher,) = [p for p in problems.splitlines() if ".teacher_module=" in p]
+    assert "teacher bert has no module 'bert.encoder.layer.5.output.dense'" in teacher  # tiny teacher: 2 layers
+
+
+def test_module_widths_must_match_without_projection(tmp_path):
+    problems = problems_of(
+        ["loss=kd_ce_module", "loss.terms.module.loss.projection=null", "++student.config.hidden_size=16"], tmp_path
+    )
+    assert ("loss.terms.module: projection=null needs equal widths: student module "
+            "'bert.encoder.layer.0.output.dense' (width 16, student bert) vs teacher module "
+            "'bert.encoder.layer.1.output.dense' (width 32, teacher bert)") in problems

@@ -7,7 +7,7 @@ from distill.losses.attention import (
     relation_kl,
     scaled_scores,
 )
-from distill.losses.base import LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
+from distill.losses.base import FieldError, LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
 from distill.losses.hidden import (
     CosineHidden,
     HiddenStateMSE,
@@ -31,6 +31,7 @@ from distill.losses.logits import (
     soft_target_kl,
 )
 from distill.losses.mix import LossMix, LossResult
+from distill.losses.modules import MODULE_METRICS, ModuleOutputLoss, module_output_distance
 from distill.losses.schedules import SCHEDULE_KINDS, Schedule
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "SCHEDULE_KINDS",
     "AttentionScoreMSE",
     "MiniLMRelations",
+    "MODULE_METRICS",
+    "ModuleOutputLoss",
+    "module_output_distance",
     "attention_score_mse",
     "relation_kl",
     "scaled_scores",
@@ -54,6 +58,7 @@ __all__ = [
     "pkd_cls_mse",
     "resolve_layer_map",
     "soft_cross_entropy",
+    "FieldError",
     "LossInputs",
     "LossMix",
     "LossResult",

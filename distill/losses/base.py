@@ -7,7 +7,8 @@ through which teacher outputs reach the losses, so a teacher-output cache can la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -24,7 +25,9 @@ class ModelOutputs:
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
             no loss asked for them.
         captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
-            "key": [...], "value": [...]}``, each ``(B, T, H)``; ``None`` when none was asked for.
+            "key": [...], "value": [...]}``, each ``(B, T, H)``, and modules asked for by dotted
+            path under ``"module:<path>"`` (one-element lists, the module's output or the first
+            element of its tuple, any shape); ``None`` when none was asked for.
     """
 
     logits: torch.Tensor | None
@@ -47,8 +50,15 @@ class ModelOutputs:
             hidden_states=None if self.hidden_states is None else tuple(h[mask] for h in self.hidden_states),
             captured=None
             if self.captured is None
-            else {name: [t[mask] for t in tensors] for name, tensors in self.captured.items()},
+            else {name: [_rows(t, mask) for t in tensors] for name, tensors in self.captured.items()},
         )
+
+
+def _rows(tensor: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``tensor[mask]`` for a batch-first tensor; any other captured output (not ``(B, ...)``) as is."""
+    if tensor.dim() and tensor.size(0) == mask.size(0):
+        return tensor[mask]
+    return tensor
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,16 @@ class ModelShape:
         num_layers: transformer layers (``hidden_states`` holds ``num_layers + 1`` tensors).
         hidden_size: width of the hidden states.
         num_heads: attention heads.
+        modules: every named submodule (dotted path) and its output width when known without a
+            forward pass (``None`` otherwise), from :func:`distill.models.module_output_widths`;
+            filled only when a term reads modules by path (``None`` = not listed).
     """
 
     name: str
     num_layers: int
     hidden_size: int
     num_heads: int
+    modules: Mapping[str, int | None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -162,6 +176,10 @@ class LossTerm(nn.Module):
     uses_regression_head: bool = False
     #: Per-layer module outputs the term reads from ``ModelOutputs.captured`` (query/key/value).
     captures: tuple[str, ...] = ()
+    #: Dotted module paths whose outputs the term reads from the student's / the teacher's
+    #: ``captured["module:<path>"]`` (hooks are registered only for these, only during the forward).
+    student_modules: tuple[str, ...] = ()
+    teacher_modules: tuple[str, ...] = ()
     #: Short formula for the composer's repr, e.g. ``"KL(p_t^T || p_s^T)·T²"``.
     formula: str = "?"
 
@@ -175,6 +193,26 @@ class LossTerm(nn.Module):
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+class FieldError(ValueError):
+    """A ``bind`` problem with one option of the term, e.g. ``field="loss.student_module"``.
+
+    :meth:`LossMix.bind <distill.losses.LossMix.bind>` reports it under the term's config path:
+    ``loss.terms.<name>.loss.student_module='<value>': <message>``.
+    """
+
+    def __init__(self, field: str, value, message: str) -> None:
+        super().__init__(f"{field}={value!r}: {message}")
+        self.field, self.value, self.message = field, value, message
+
+
+class BindErrors(ValueError):
+    """Several ``bind`` problems of one term at once (each reported on its own line)."""
+
+    def __init__(self, errors: list[ValueError]) -> None:
+        super().__init__("; ".join(str(error) for error in errors))
+        self.errors = list(errors)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

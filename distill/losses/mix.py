@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from distill.losses.base import LossInputs, LossTerm, ModelShape
+from distill.losses.base import FieldError, LossInputs, LossTerm, ModelShape
 from distill.losses.logits import _check_temperature
 from distill.losses.schedules import Schedule
 
@@ -113,14 +113,20 @@ class LossMix(nn.Module):
             if term.uses_temperature:
                 term.temperature = self._temperature
 
-    def bind(self, student: ModelShape, teacher: ModelShape | None) -> list[str]:
-        """Bind every term to the two models; returns one problem per term that cannot apply."""
+    def bind(self, student: ModelShape, teacher: ModelShape | None, field: str = "loss") -> list[str]:
+        """Bind every term to the two models; returns one problem per term that cannot apply, each
+        starting with the term's config path (``<field>.terms.<name>``, or the option's for a
+        :class:`~distill.losses.base.FieldError`: ``<field>.terms.<name>.loss.student_module=...``)."""
         problems = []
         for name, term in self.terms.items():
             try:
                 term.bind(student, teacher)
             except ValueError as error:
-                problems.append(f"loss.terms.{name}: {error}")
+                for item in getattr(error, "errors", [error]):
+                    if isinstance(item, FieldError):
+                        problems.append(f"{field}.terms.{name}.{item.field}={item.value!r}: {item.message}")
+                    else:
+                        problems.append(f"{field}.terms.{name}: {item}")
         return problems
 
     @property
@@ -131,6 +137,16 @@ class LossMix(nn.Module):
     def captures(self) -> tuple[str, ...]:
         """Per-layer module outputs any term reads (e.g. ``("key", "query", "value")``)."""
         return tuple(sorted({name for term in self.terms.values() for name in term.captures}))
+
+    @property
+    def student_modules(self) -> tuple[str, ...]:
+        """Dotted paths of student modules any term reads (captured as ``module:<path>``)."""
+        return tuple(sorted({path for term in self.terms.values() for path in term.student_modules}))
+
+    @property
+    def teacher_modules(self) -> tuple[str, ...]:
+        """Dotted paths of teacher modules any term reads (captured as ``module:<path>``)."""
+        return tuple(sorted({path for term in self.terms.values() for path in term.teacher_modules}))
 
     @property
     def uses_hidden_states(self) -> bool:

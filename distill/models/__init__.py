@@ -10,13 +10,27 @@ from distill.models.builders import (
     load_tokenizer,
     student_from_teacher_layers,
 )
-from distill.models.capture import PROJECTION_PATHS, attention_projections, capture_outputs
+from distill.models.capture import (
+    MODULE_PREFIX,
+    PROJECTION_PATHS,
+    attention_projections,
+    capture_modules,
+    capture_outputs,
+    find_module,
+    module_key,
+    module_output_widths,
+)
 from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_path
 
 __all__ = [
+    "MODULE_PREFIX",
     "PROJECTION_PATHS",
     "attention_projections",
+    "capture_modules",
     "capture_outputs",
+    "find_module",
+    "module_key",
+    "module_output_widths",
     "AUTO_MODEL_BY_TASK",
     "TASK_LOGITS",
     "ModelConfigError",
