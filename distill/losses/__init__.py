@@ -8,6 +8,7 @@ from distill.losses.attention import (
     scaled_scores,
 )
 from distill.losses.base import FieldError, LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
+from distill.losses.ensemble import ensemble_logits, ensemble_predictions, normalised_weights
 from distill.losses.hidden import (
     CosineHidden,
     HiddenStateMSE,
@@ -68,6 +69,9 @@ __all__ = [
     "SoftTargetKL",
     "TeacherMSE",
     "cosine_hidden",
+    "ensemble_logits",
+    "ensemble_predictions",
+    "normalised_weights",
     "hard_label_cross_entropy",
     "masked_mean",
     "regression_mse",
