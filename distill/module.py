@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
 
-from distill.losses import LossInputs, LossMix, ModelOutputs
+from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
+from distill.losses.ensemble import ensemble_logits, ensemble_predictions, normalised_weights
 from distill.losses.logits import hard_label_cross_entropy
 from distill.metrics import build_metrics
 from distill.models.capture import capture_modules, capture_outputs
@@ -60,15 +63,81 @@ def model_outputs(
     )
 
 
+#: ``TeacherEnsemble.mode`` values.
+ENSEMBLE_MODES = ("average", "per_teacher")
+
+
+@dataclass
+class TeacherEnsemble:
+    r"""Several frozen teachers and how the student learns from them (multi-teacher distillation).
+
+    Design. Every teacher is held like the single teacher (:class:`_FrozenTeacher`: frozen, eval
+    mode, run under no_grad, unregistered, so absent from ``state_dict``, the optimizer and DDP) and
+    runs once per step, with hooks and hidden states only where a loss reads them. Weights are
+    normalised, :math:`\tilde w_k = w_k / \sum_j w_j`, so one teacher of any weight is the
+    single-teacher objective. Two modes:
+
+    - ``average`` (ensemble distillation: Hinton et al. 2015, arXiv:1503.02531, §4;
+      Fukuda et al. 2017, Interspeech): the run's ``loss`` reads one combined teacher. Its logits are
+      :func:`~distill.losses.ensemble_logits` at the loss's current temperature ``T``,
+      :math:`z = T \log \sum_k \tilde w_k \mathrm{softmax}(z_k/T)`, so ``softmax(z/T)`` is the
+      weighted mixture of the teachers' tempered distributions; a regression head gets the weighted
+      mean prediction. Hidden states and captured modules come from ``primary`` (hidden-state,
+      attention and module terms need one). Total: ``loss(student, combined teacher)``.
+    - ``per_teacher``: teacher ``k`` has its own :class:`LossMix` ``losses[k]`` (teacher terms
+      only, bound to that teacher: its own layer maps and projections, registered under
+      ``teacher_losses.<k>``); the run's ``loss`` holds the label terms and reads no teacher.
+      Total: :math:`\mathcal{L} = \mathcal{L}_{loss}(\text{student}, y) + \sum_k \tilde w_k\,
+      \mathcal{L}_{losses[k]}(\text{student}, \text{teacher}_k)`; each teacher term is logged as
+      ``train/loss/<k>/<term>`` (``_weighted`` includes :math:`\tilde w_k`).
+
+    Validation reports each teacher (``val/teacher/<k>/<metric>``) and the ensemble
+    (``val/ensemble/<metric>``: argmax of the weighted mixture of the teachers' probabilities at
+    ``T = 1``, or the weighted mean prediction for regression), plus the student's agreement with the
+    ensemble (``val/ensemble_accuracy``).
+
+    Attributes:
+        teachers: name -> model (frozen here).
+        weights: name -> weight > 0 (normalised here).
+        mode: ``average`` or ``per_teacher``.
+        losses: ``per_teacher``: name -> that teacher's :class:`LossMix`.
+        primary: ``average``: the teacher whose hidden states / captured modules the loss reads.
+    """
+
+    teachers: Mapping[str, nn.Module]
+    weights: Mapping[str, float] = field(default_factory=dict)
+    mode: str = "average"
+    losses: Mapping[str, LossMix] | None = None
+    primary: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ENSEMBLE_MODES:
+            raise ValueError(f"teacher_ensemble.mode={self.mode!r}: choose one of {list(ENSEMBLE_MODES)}")
+        if not self.teachers:
+            raise ValueError("TeacherEnsemble needs at least one teacher")
+        weights = {name: self.weights.get(name, 1.0) for name in self.teachers}
+        self.weights = normalised_weights(weights)
+        if self.primary is not None and self.primary not in self.teachers:
+            raise ValueError(f"teacher_ensemble.primary={self.primary!r}: not one of {list(self.teachers)}")
+        if self.mode == "per_teacher":
+            missing = sorted(set(self.teachers) - set(self.losses or {}))
+            if missing:
+                raise ValueError(f"teacher_ensemble.mode=per_teacher: teachers {missing} have no loss")
+        elif self.losses:
+            raise ValueError("teacher_ensemble.mode=average: the run's loss reads the combined teacher; no per-teacher losses")
+
+
 class DistillationModule(L.LightningModule):
     """Distil ``teacher`` into ``student`` with the objective ``loss``.
 
     With ``teacher=None`` it fine-tunes ``student`` on the labels alone (the loss must then use
-    only label terms): this makes teachers and no-distillation baselines.
+    only label terms): this makes teachers and no-distillation baselines. With ``ensemble`` instead
+    of ``teacher`` it learns from several teachers (see :class:`TeacherEnsemble`).
 
     Args:
         student: the model that trains.
         teacher: the frozen model to imitate, or ``None``.
+        ensemble: several frozen teachers (not together with ``teacher``), or ``None``.
         loss: the weighted terms.
         optimizer: ``params -> Optimizer`` (Hydra ``_partial_: true``).
         scheduler: ``(optimizer, num_warmup_steps, num_training_steps) -> LRScheduler`` or ``None``.
@@ -88,6 +157,7 @@ class DistillationModule(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         *,
         teacher: nn.Module | None = None,
+        ensemble: TeacherEnsemble | None = None,
         scheduler: Callable[..., Any] | None = None,
         warmup_ratio: float = 0.0,
         num_labels: int = 2,
@@ -101,12 +171,32 @@ class DistillationModule(L.LightningModule):
         # them: put the student in train mode (dropout on) once, here.
         self.student = student.train()
         self.loss = loss
+        if teacher is not None and ensemble is not None:
+            raise ValueError("give either teacher or ensemble (several teachers), not both")
         self._teacher = (
             _FrozenTeacher(teacher, loss.captures, loss.teacher_modules) if teacher is not None else None
         )
+        self.ensemble = ensemble
+        self._teachers: dict[str, _FrozenTeacher] = {}
+        student_mixes = [loss]
+        if ensemble is not None:
+            if ensemble.mode == "per_teacher":
+                # Registered: their projections train with the student and land in checkpoints.
+                self.teacher_losses = nn.ModuleDict(dict(ensemble.losses))
+                student_mixes += list(ensemble.losses.values())
+            for name, model in ensemble.teachers.items():
+                mix = self._teacher_mix(name)
+                self._teachers[name] = (
+                    _FrozenTeacher(model, mix.captures, mix.teacher_modules) if mix is not None else _FrozenTeacher(model)
+                )
         # Modules the losses read (q/k/v projections, modules by path), captured by hooks during
         # each forward only (None if no loss reads any).
-        self._student_capture = capture_modules(student, loss.captures, loss.student_modules, role="student")
+        self._student_capture = capture_modules(
+            student,
+            tuple(sorted({name for mix in student_mixes for name in mix.captures})),
+            tuple(sorted({path for mix in student_mixes for path in mix.student_modules})),
+            role="student",
+        )
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
@@ -114,7 +204,7 @@ class DistillationModule(L.LightningModule):
         self.task = task
         self.classification = task == "sequence_classification"
         # Whether the losses read hidden states (both models), decided once, not per step.
-        self.hidden_states_needed = loss.uses_hidden_states
+        self.hidden_states_needed = any(mix.uses_hidden_states for mix in student_mixes)
         #: Training examples each loss term has seen on this rank (label terms skip transfer text).
         self.examples_seen: dict[str, int] = {}
         # Without class predictions (masked_lm, feature_extraction) the report uses the eval loss.
@@ -125,22 +215,49 @@ class DistillationModule(L.LightningModule):
             if num_labels > 1:
                 # Share of examples where student and teacher predict the same class.
                 self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/teacher_")
+        if ensemble is not None and self.classification and metrics:
+            self.val_teachers_metrics = nn.ModuleDict(
+                {name: build_metrics(metrics, num_labels).clone(prefix=f"val/teacher/{name}/") for name in ensemble.teachers}
+            )
+            self.val_ensemble_metrics = build_metrics(metrics, num_labels).clone(prefix="val/ensemble/")
+            if num_labels > 1:
+                # Share of examples where the student predicts the ensemble's class.
+                self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/ensemble_")
 
     # -- the teacher ------------------------------------------------------------------------
     @property
     def teacher(self) -> nn.Module | None:
+        """The single teacher (``None`` without one, and with several: see :attr:`teachers`)."""
         return self._teacher.model if self._teacher is not None else None
+
+    @property
+    def teachers(self) -> dict[str, nn.Module]:
+        """The ensemble's teachers by name (empty without an ensemble)."""
+        return {name: frozen.model for name, frozen in self._teachers.items()}
+
+    @property
+    def has_teacher(self) -> bool:
+        return self._teacher is not None or bool(self._teachers)
+
+    def _teacher_mix(self, name: str) -> LossMix | None:
+        """The loss that reads teacher ``name``'s hidden states / captured modules, if any."""
+        if self.ensemble.mode == "per_teacher":
+            return self.ensemble.losses[name]
+        return self.loss if name == self.ensemble.primary else None
 
     def train(self, mode: bool = True) -> DistillationModule:
         super().train(mode)
         if self._teacher is not None:
             self._teacher.model.eval()
+        for frozen in self._teachers.values():
+            frozen.model.eval()
         return self
 
     def _teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> ModelOutputs | None:
         """The teacher's outputs under no_grad, in eval mode, on the batch's device.
 
-        This is the one place teacher outputs come from; a cache reader can replace it.
+        This is the one place the single teacher's outputs come from; a cache reader can replace it.
+        Several teachers: :meth:`_ensemble_outputs`, the one place theirs come from.
         """
         teacher = self.teacher
         if teacher is None:
@@ -151,11 +268,42 @@ class DistillationModule(L.LightningModule):
         with torch.no_grad():
             return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
 
+    def _ensemble_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, ModelOutputs]:
+        """Each teacher's outputs under no_grad, in eval mode, on the batch's device (one forward
+        each; hidden states and hooks only for the teacher a loss reads them from)."""
+        device = inputs["input_ids"].device
+        outputs = {}
+        for name, frozen in self._teachers.items():
+            if next(frozen.model.parameters()).device != device:
+                frozen.model.to(device)
+            mix = self._teacher_mix(name)
+            hidden = mix is not None and mix.uses_hidden_states
+            with torch.no_grad():
+                outputs[name] = model_outputs(frozen.model, inputs, hidden, frozen.capture)
+        return outputs
+
+    def _combined_teacher(self, teachers: dict[str, LossInputs], temperature: float) -> ModelOutputs:
+        """``average`` mode: one teacher whose logits are the weighted mixture at ``temperature``
+        (the weighted mean prediction for a regression head); hidden states and captured modules of
+        the primary teacher."""
+        names = list(teachers)
+        weights = [self.ensemble.weights[name] for name in names]
+        logits = [teachers[name].teacher.logits for name in names]
+        if any(tensor is None for tensor in logits):
+            combined = None  # a base model (feature_extraction): no logits
+        elif self.classification and self.num_labels == 1:
+            combined = ensemble_predictions(logits, weights)
+        else:
+            combined = ensemble_logits(logits, weights, temperature)
+        primary = teachers[self.ensemble.primary].teacher if self.ensemble.primary else None
+        return ModelOutputs(
+            logits=combined,
+            hidden_states=primary.hidden_states if primary is not None else None,
+            captured=primary.captured if primary is not None else None,
+        )
+
     # -- steps ------------------------------------------------------------------------------
-    def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
-        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
-        student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
-        teacher = self._teacher_outputs(inputs) if with_teacher else None
+    def _inputs_for(self, batch, inputs, student: ModelOutputs, teacher: ModelOutputs | None) -> LossInputs:
         if self.task == "masked_lm":  # the one place token positions are selected
             return LossInputs.for_tokens(student, teacher, batch.get("labels"), inputs["attention_mask"])
         return LossInputs(
@@ -167,20 +315,83 @@ class DistillationModule(L.LightningModule):
             label_mask=batch.get("label_mask"),
         )
 
+    def _step_inputs(
+        self, batch: dict[str, torch.Tensor], with_teacher: bool
+    ) -> tuple[LossInputs, dict[str, LossInputs]]:
+        """The run's loss inputs and, with several teachers, each teacher's (same student outputs)."""
+        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
+        student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
+        if self.ensemble is None:
+            teacher = self._teacher_outputs(inputs) if with_teacher else None
+            return self._inputs_for(batch, inputs, student, teacher), {}
+        if not with_teacher:
+            return self._inputs_for(batch, inputs, student, None), {}
+        per_teacher = {
+            name: self._inputs_for(batch, inputs, student, outputs)
+            for name, outputs in self._ensemble_outputs(inputs).items()
+        }
+        any_inputs = next(iter(per_teacher.values()))
+        if self.ensemble.mode == "average":
+            combined = self._combined_teacher(per_teacher, self.loss.temperature)
+            return dataclasses.replace(any_inputs, teacher=combined), per_teacher
+        return dataclasses.replace(any_inputs, teacher=None), per_teacher
+
+    def formula(self) -> str:
+        """The whole objective as text: the run's loss, and in ``per_teacher`` mode each teacher's
+        loss with its normalised weight; ``average`` mode names the mixture the teacher terms read."""
+        text = self.loss.formula()
+        if self.ensemble is None:
+            return text
+        weights = ", ".join(f"{name}: {weight:g}" for name, weight in self.ensemble.weights.items())
+        if self.ensemble.mode == "average":
+            return f"{text}  [z_t = T·log Σ_k w_k softmax(z_k/T), w = {{{weights}}}]"
+        parts = [f"{self.ensemble.weights[name]:g}·{{{name}: {mix.formula()}}}" for name, mix in self.teacher_losses.items()]
+        return " + ".join([text, *parts])
+
+    def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
+        return self._step_inputs(batch, with_teacher)[0]
+
+    def _objective(self, loss_inputs: LossInputs, per_teacher: dict[str, LossInputs]) -> LossResult:
+        """The run's loss, plus in ``per_teacher`` mode each teacher's loss times its weight."""
+        result = self.loss(loss_inputs)
+        if self.ensemble is None or self.ensemble.mode != "per_teacher" or not per_teacher:
+            return result
+        total = result.total
+        unweighted, weighted, counts = dict(result.unweighted), dict(result.weighted), dict(result.counts)
+        for name, mix in self.teacher_losses.items():
+            part = mix(per_teacher[name])
+            weight = self.ensemble.weights[name]
+            total = total + weight * part.total
+            for term, value in part.unweighted.items():
+                unweighted[f"{name}/{term}"] = value
+                weighted[f"{name}/{term}"] = weight * part.weighted[term]
+            for term, count in part.counts.items():
+                counts[f"{name}/{term}"] = count
+        return LossResult(total, unweighted, weighted, counts)
+
     def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
         """Student logits for a batch of model inputs (the last hidden states for a base model)."""
         output = self.student(**inputs)
         return output.logits if hasattr(output, "logits") else output.last_hidden_state
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        if self.loss.schedules:
+        mixes = {"": self.loss}
+        if self.ensemble is not None and self.ensemble.mode == "per_teacher":
+            mixes.update({f"{name}/": mix for name, mix in self.teacher_losses.items()})
+        if any(mix.schedules for mix in mixes.values()):
             progress = self.global_step / max(1, int(self.trainer.estimated_stepping_batches) - 1)
-            values = self.loss.set_progress(progress)
-            self.log_dict({f"train/schedule/{name}": value for name, value in values.items()})
+            for prefix, mix in mixes.items():
+                values = mix.set_progress(progress)
+                self.log_dict({f"train/schedule/{prefix}{name}": value for name, value in values.items()})
+
+    def _uses_teacher(self) -> bool:
+        if self.ensemble is not None and self.ensemble.mode == "per_teacher":
+            return True
+        return self.loss.uses_teacher
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss_inputs = self._loss_inputs(batch, with_teacher=self.loss.uses_teacher)
-        result = self.loss(loss_inputs)
+        loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self._uses_teacher())
+        result = self._objective(loss_inputs, per_teacher)
         batch_size = loss_inputs.attention_mask.size(0)
         logged = {"train/loss/total": result.total.detach()}
         for name, value in result.unweighted.items():
@@ -197,17 +408,20 @@ class DistillationModule(L.LightningModule):
         return logits.squeeze(-1).float() if self.num_labels == 1 else logits.argmax(-1)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss_inputs = self._loss_inputs(batch, with_teacher=self.teacher is not None)
-        result = self.loss(loss_inputs)
+        loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self.has_teacher)
+        result = self._objective(loss_inputs, per_teacher)
         batch_size = loss_inputs.attention_mask.size(0)
         self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True, sync_dist=True)
         for name, value in result.unweighted.items():
             self.log(f"val/loss/{name}", value, batch_size=batch_size, sync_dist=True)
         if not self.classification:
-            self._log_token_losses(loss_inputs, batch_size)
+            self._log_token_losses(loss_inputs, per_teacher, batch_size)
             return
         student_predictions = self._predictions(loss_inputs.student.logits)
         labels = loss_inputs.labels
+        if self.ensemble is not None:
+            self._log_ensemble_metrics(per_teacher, student_predictions, labels, batch_size)
+            return
         if labels is not None and self.val_metrics is not None:
             self.val_metrics.update(student_predictions, labels)
             self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
@@ -220,13 +434,44 @@ class DistillationModule(L.LightningModule):
                 self.val_agreement.update(student_predictions, teacher_predictions)
                 self.log_dict(self.val_agreement, batch_size=batch_size)
 
-    def _log_token_losses(self, loss_inputs: LossInputs, batch_size: int) -> None:
-        """Masked-LM cross-entropy of both models on the masked tokens (``val/mlm_ce``,
-        ``val/teacher/mlm_ce``), whatever the loss terms: the report's reference for the teacher."""
+    def _log_ensemble_metrics(self, per_teacher, student_predictions, labels, batch_size: int) -> None:
+        """Each teacher's and the ensemble's metrics (mixture at T = 1), and the student's agreement
+        with the ensemble."""
+        if labels is not None and self.val_metrics is not None:
+            self.val_metrics.update(student_predictions, labels)
+            self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
+        if not per_teacher:
+            return
+        names = list(per_teacher)
+        logits = [per_teacher[name].teacher.logits for name in names]
+        weights = [self.ensemble.weights[name] for name in names]
+        if self.num_labels == 1:
+            ensemble = ensemble_predictions(logits, weights)
+        else:
+            ensemble = ensemble_logits(logits, weights, 1.0)
+        ensemble_predicted = self._predictions(ensemble)
+        if labels is not None and self.val_metrics is not None:
+            for name, teacher_logits in zip(names, logits):
+                self.val_teachers_metrics[name].update(self._predictions(teacher_logits), labels)
+                self.log_dict(self.val_teachers_metrics[name], batch_size=batch_size)
+            self.val_ensemble_metrics.update(ensemble_predicted, labels)
+            self.log_dict(self.val_ensemble_metrics, batch_size=batch_size)
+        if self.num_labels > 1 and self.val_metrics is not None:
+            self.val_agreement.update(student_predictions, ensemble_predicted)
+            self.log_dict(self.val_agreement, batch_size=batch_size)
+
+    def _log_token_losses(self, loss_inputs: LossInputs, per_teacher: dict[str, LossInputs], batch_size: int) -> None:
+        """Masked-LM cross-entropy of the models on the masked tokens (``val/mlm_ce``,
+        ``val/teacher/mlm_ce``, ``val/teacher/<name>/mlm_ce`` with several teachers), whatever the
+        loss terms: the report's reference for the teacher."""
         if self.task != "masked_lm" or loss_inputs.labels is None:
             return
         tokens = int(loss_inputs.labels.numel())
-        for prefix, outputs in (("val/", loss_inputs.student), ("val/teacher/", loss_inputs.teacher)):
+        models = [("val/", loss_inputs.student)]
+        if self.ensemble is None:
+            models.append(("val/teacher/", loss_inputs.teacher))
+        models += [(f"val/teacher/{name}/", inputs.teacher) for name, inputs in per_teacher.items()]
+        for prefix, outputs in models:
             if outputs is not None and outputs.logits is not None:
                 value = hard_label_cross_entropy(outputs.logits, loss_inputs.labels)
                 self.log(f"{prefix}mlm_ce", value, batch_size=max(tokens, 1), sync_dist=True)

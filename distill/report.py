@@ -47,7 +47,9 @@ def compare(teacher: dict[str, Any] | None, student: dict[str, Any], metric: str
 def render_table(summary: dict[str, Any], console: Console | None = None) -> None:
     """Print ``summary`` (as from :func:`compare`) as a rich table."""
     metric = summary["metric"]
-    rows = [("teacher", summary.get("teacher")), ("student", summary["student"])]
+    # Several teachers: one row each, then the ensemble (the reference: ``summary["teacher"]``).
+    rows = [(f"teacher {name}", figures) for name, figures in (summary.get("teachers") or {}).items()]
+    rows += [("ensemble" if rows else "teacher", summary.get("teacher")), ("student", summary["student"])]
     table = Table(title=f"distillation result (dev {metric})")
     for column in ("model", "params", f"dev {metric}", "CPU latency / batch", "speed-up", "retention"):
         table.add_column(column, justify="right")
@@ -55,7 +57,9 @@ def render_table(summary: dict[str, Any], console: Console | None = None) -> Non
         if figures is None:
             continue
         is_student = name == "student"
-        if not is_student:
+        if name.startswith("teacher "):
+            speedup_cell = "-"  # one member of the ensemble
+        elif not is_student:
             speedup_cell = "1.00x"  # the reference
         else:
             speedup_cell = f"{summary['speedup']:.2f}x" if "speedup" in summary else "-"

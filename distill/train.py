@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, count_parameters, load_tokenizer
-from distill.module import DistillationModule
+from distill.module import DistillationModule, TeacherEnsemble
 from distill.report import compare, measure_latency, render_table, write_json_atomic
 from distill.teacher_finetune import finetuned_teacher_path
-from distill.validation import ConfigError, check_model_pair, check_run_config, run_num_labels
+from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,13 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
     return stages
 
 
-def make_module(cfg: DictConfig, student, teacher, loss, num_labels: int) -> DistillationModule:
+def make_module(
+    cfg: DictConfig, student, teacher, loss, num_labels: int, ensemble: TeacherEnsemble | None = None
+) -> DistillationModule:
     return DistillationModule(
         student=student,
         teacher=teacher,
+        ensemble=ensemble,
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
@@ -100,19 +103,48 @@ def make_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
+def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int, field: str):
+    """Build one teacher (fine-tuned first through the cache when ``spec.finetune``); returns the
+    model and the spec it was built from. A base model without a task head is refused."""
+    if spec.finetune:
+        folder = finetuned_teacher_path(
+            spec,
+            datamodule,
+            _data_identity(cfg),
+            cache_dir=cfg.paths.cache_dir,
+            accelerator=cfg.trainer.get("accelerator", "auto"),
+        )
+        spec = ModelSpec(name_or_path=str(folder), dtype=spec.dtype)
+    model, untrained = build_model(spec, num_labels, task=cfg.task, label_names=datamodule.label_names)
+    head = sorted(name for name in untrained if not name.endswith("position_ids"))
+    if spec.name_or_path is not None and head:
+        raise ConfigError(
+            [
+                f"{field}.name_or_path={spec.name_or_path!r} has untrained weights "
+                f"{head[:4]}{' ...' if len(head) > 4 else ''}: it has no task head for this data. "
+                f"Set {field}.finetune={{max_steps: N}} to fine-tune it first, or point "
+                f"{field}.name_or_path at a fine-tuned checkpoint"
+            ]
+        )
+    return model, spec
+
+
 def build_run(
     cfg: DictConfig, later_stages: list[DictConfig] = ()
 ) -> tuple[DistillationModule, L.LightningDataModule, L.Trainer, dict]:
     """Everything a run needs, with every config problem raised before weights load.
 
     ``later_stages`` (configs of the stages after the first) are validated too; their losses,
-    bound to the models, come back in ``extras["later_losses"]``.
+    bound to the models, come back in ``extras["later_losses"]``. With ``teachers`` (several
+    teachers) see :func:`_build_ensemble_run`.
     """
     problems, teacher_spec, student_spec = check_run_config(cfg)
     for stage in later_stages:
         problems.extend(p for p in check_run_config(stage)[0] if p not in problems)
     if problems:
         raise ConfigError(problems)
+    if cfg.get("teachers") is not None:
+        return _build_ensemble_run(cfg, student_spec)
 
     teacher_tokenizer = load_tokenizer(teacher_spec) if teacher_spec is not None else None
     if student_spec.init_from_teacher_layers is not None and not student_spec.init_source:
@@ -146,34 +178,76 @@ def build_run(
     L.seed_everything(int(cfg.seed), workers=True)
     teacher = None
     if teacher_spec is not None:
-        if teacher_spec.finetune:
-            folder = finetuned_teacher_path(
-                teacher_spec,
-                datamodule,
-                _data_identity(cfg),
-                cache_dir=cfg.paths.cache_dir,
-                accelerator=cfg.trainer.get("accelerator", "auto"),
-            )
-            teacher_spec = ModelSpec(name_or_path=str(folder), dtype=teacher_spec.dtype)
-        teacher, untrained = build_model(
-            teacher_spec, num_labels, task=cfg.task, label_names=datamodule.label_names
-        )
-        head = sorted(name for name in untrained if not name.endswith("position_ids"))
-        if teacher_spec.name_or_path is not None and head:
-            raise ConfigError(
-                [
-                    f"teacher.name_or_path={teacher_spec.name_or_path!r} has untrained weights "
-                    f"{head[:4]}{' ...' if len(head) > 4 else ''}: it has no task head for this data. "
-                    "Set teacher.finetune={max_steps: N} to fine-tune it first, or point "
-                    "teacher.name_or_path at a fine-tuned checkpoint"
-                ]
-            )
+        teacher, teacher_spec = _teacher_model(cfg, teacher_spec, datamodule, num_labels, "teacher")
     L.seed_everything(int(cfg.seed), workers=True)
     student, _ = build_model(
         student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
     )
     module = make_module(cfg, student, teacher, loss, num_labels)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
+    return module, datamodule, make_trainer(cfg), extras
+
+
+def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec):
+    """:func:`build_run` with several teachers (``teachers``, ``teacher_ensemble``; the design is
+    :class:`distill.module.TeacherEnsemble`). Each teacher is checked against the student (vocab,
+    tokenizer, and in ``per_teacher`` mode its own loss bound to it, problems under
+    ``teachers.<name>``), fine-tuned through the cache when it asks, built and frozen. A student made
+    of teacher layers copies the primary teacher (else the first listed)."""
+    loss = instantiate(cfg.loss)
+    problems, specs = check_teachers(cfg, loss)
+    if problems:
+        raise ConfigError(problems)
+    mode = cfg.teacher_ensemble.get("mode", "average")
+    primary = cfg.teacher_ensemble.get("primary")
+    source_name = primary or next(iter(specs))
+    tokenizers = {name: load_tokenizer(spec) for name, spec in specs.items()}
+    if student_spec.init_from_teacher_layers is not None and not student_spec.init_source:
+        student_tokenizer = tokenizers[source_name]
+    else:
+        student_tokenizer = load_tokenizer(student_spec, fallback=tokenizers[source_name])
+    num_labels = run_num_labels(cfg)
+    teacher_losses = (
+        {name: instantiate(cfg.teachers[name].loss) for name in specs} if mode == "per_teacher" else None
+    )
+    problems = []
+    for name, spec in specs.items():
+        if mode == "per_teacher":
+            pair_loss = teacher_losses[name]
+        else:  # the run's loss reads the combined teacher: bound once, to the primary (or first) teacher
+            pair_loss = loss if name == (primary or next(iter(specs))) else None
+        found = check_model_pair(
+            spec, student_spec, num_labels, pair_loss, tokenizers[name], student_tokenizer,
+            task=cfg.task, layer_source=specs[source_name], loss_field=f"teachers.{name}.loss",
+        )
+        problems.extend(p if p.startswith("teachers.") else f"teachers.{name}: {p}" for p in found)
+    datamodule = instantiate(cfg.data, tokenizer=student_tokenizer)
+    try:
+        datamodule.prepare()
+    except ValueError as error:
+        problems.extend(getattr(error, "problems", [str(error)]))
+    if problems:
+        raise ConfigError(problems)
+
+    # One seed before the teachers (config-built ones are the same on every rank, and differ from
+    # each other), one before the student, as with one teacher.
+    L.seed_everything(int(cfg.seed), workers=True)
+    teachers, built_specs = {}, {}
+    for name, spec in specs.items():
+        teachers[name], built_specs[name] = _teacher_model(cfg, spec, datamodule, num_labels, f"teachers.{name}.model")
+    L.seed_everything(int(cfg.seed), workers=True)
+    student, _ = build_model(
+        student_spec, num_labels, task=cfg.task, teacher=teachers[source_name], label_names=datamodule.label_names
+    )
+    ensemble = TeacherEnsemble(
+        teachers=teachers,
+        weights={name: float(cfg.teachers[name].get("weight", 1.0)) for name in specs},
+        mode=mode,
+        losses=teacher_losses,
+        primary=primary,
+    )
+    module = make_module(cfg, student, None, loss, num_labels, ensemble=ensemble)
+    extras = {"teacher_specs": built_specs, "tokenizer": student_tokenizer, "later_losses": []}
     return module, datamodule, make_trainer(cfg), extras
 
 
@@ -210,11 +284,35 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
             )
         return result
 
+    if module.ensemble is not None:
+        return _ensemble_summary(module, scores, figures, metric_names)
     teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
     student = figures(module.student, "val/")
     if teacher is not None and "val/teacher_accuracy" in scores:
         student["teacher_agreement"] = float(scores["val/teacher_accuracy"])
     return compare(teacher, student, metric_names[0])
+
+
+def _ensemble_summary(module: DistillationModule, scores: dict, figures, metric_names: list[str]) -> dict:
+    """Several teachers: ``teachers`` holds each teacher's figures; ``teacher`` is the ensemble, the
+    reference for retention, speed-up and compression (its metrics from ``val/ensemble/``, its
+    parameters and latency the sum over its members, which all run), ``members`` its teachers."""
+    teachers = {name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()}
+    ensemble: dict[str, Any] = {
+        name: float(scores[f"val/ensemble/{name}"]) if f"val/ensemble/{name}" in scores else None
+        for name in metric_names
+    }
+    ensemble["params"] = sum(entry["params"] for entry in teachers.values())
+    if all(entry.get("latency_ms") for entry in teachers.values()):
+        ensemble["latency_ms"] = sum(entry["latency_ms"] for entry in teachers.values())
+    ensemble["members"] = {name: module.ensemble.weights[name] for name in teachers}
+    ensemble["mode"] = module.ensemble.mode
+    student = figures(module.student, "val/")
+    if "val/ensemble_accuracy" in scores:
+        student["teacher_agreement"] = float(scores["val/ensemble_accuracy"])
+    summary = compare(ensemble, student, metric_names[0])
+    summary["teachers"] = teachers
+    return summary
 
 
 def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
@@ -244,7 +342,12 @@ def _evaluate_without_classes(module: DistillationModule, datamodule, scores: di
     }
     # The teacher has no distillation loss of its own; for masked_lm its mlm_ce is the reference.
     teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
-    return compare(teacher, student, EVAL_LOSS)
+    summary = compare(teacher, student, EVAL_LOSS)
+    if module.ensemble is not None:
+        summary["teachers"] = {
+            name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()
+        }
+    return summary
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -254,14 +357,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(["ckpt_path with stages: resume is per run, not per stage; drop one of them"])
     first_name, first = stages[0]
     module, datamodule, trainer, extras = build_run(first, [stage for _, stage in stages[1:]])
-    log.info("objective%s: %s", f" ({first_name})" if first_name else "", module.loss.formula())
+    log.info("objective%s: %s", f" ({first_name})" if first_name else "", module.formula())
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     examples_seen = [module.examples_seen]
     for (name, stage), loss in zip(stages[1:], extras["later_losses"]):
         # The next stage continues from this one's student (and reuses the frozen teacher).
         module = make_module(stage, module.student, module.teacher, loss, run_num_labels(cfg))
         trainer = make_trainer(stage)
-        log.info("objective (%s): %s", name, module.loss.formula())
+        log.info("objective (%s): %s", name, module.formula())
         trainer.fit(module, datamodule=datamodule)
         examples_seen.append(module.examples_seen)
     summary = evaluate_models(module, datamodule, trainer, cfg)
@@ -279,7 +382,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @rank_zero_only
 def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_dir: Path, cfg) -> None:
-    summary["objective"] = module.loss.formula()
+    summary["objective"] = module.formula()
     summary["output_dir"] = str(output_dir)
     if cfg.report.save_student:
         summary["student"]["path"] = str(save_student(module.student, tokenizer, output_dir / "student"))

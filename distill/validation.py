@@ -79,7 +79,7 @@ def check_targets(cfg: DictConfig) -> list[str]:
 
 
 def _model_spec(cfg: DictConfig, group: str, problems: list[str]) -> ModelSpec | None:
-    node = cfg.get(group)
+    node = OmegaConf.select(cfg, group) if "." in group else cfg.get(group)
     if not node:  # null, absent, or the empty `teacher=none` option
         return None
     if "_target_" not in node:
@@ -188,6 +188,139 @@ def _task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str
     return problems
 
 
+#: Keys of one ``teachers.<name>`` entry, and of ``teacher_ensemble``.
+TEACHER_ENTRY_KEYS = ("model", "weight", "loss")
+ENSEMBLE_KEYS = ("mode", "primary")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_teachers(cfg: DictConfig, loss) -> tuple[list[str], dict[str, ModelSpec]]:
+    """Problems of a multi-teacher config (``teachers``, ``teacher_ensemble``) and the teachers'
+    specs; ``([], {})`` without ``teachers``. ``loss`` is the run's built loss (or ``None``).
+
+    See :class:`distill.module.TeacherEnsemble` for what the modes mean.
+    """
+    from distill.losses import LossMix
+    from distill.module import ENSEMBLE_MODES
+
+    node = cfg.get("teachers")
+    if node is None:
+        return [], {}
+    problems: list[str] = []
+    if not isinstance(node, DictConfig) or not node:
+        return [f"teachers={node}: give {{name: {{model: <teacher node>, weight: w}}, ...}} (or null for one teacher)"], {}
+    if cfg.get("teacher"):
+        problems.append(
+            "teacher and teachers are both set: with several teachers set teacher=none (an experiment: "
+            "`override /teacher: none`) and give each one under teachers.<name>.model"
+        )
+    if cfg.get("stages"):
+        problems.append("stages with teachers: multi-stage runs take one teacher for now; drop one of them")
+    ensemble = cfg.get("teacher_ensemble") or {}
+    unknown = sorted(set(ensemble) - set(ENSEMBLE_KEYS))
+    if unknown:
+        problems.append(f"teacher_ensemble: unknown keys {unknown}; valid: {list(ENSEMBLE_KEYS)}")
+    mode = ensemble.get("mode", "average")
+    if mode not in ENSEMBLE_MODES:
+        problems.append(f"teacher_ensemble.mode={mode!r}: choose one of {list(ENSEMBLE_MODES)}")
+    primary = ensemble.get("primary")
+    if primary is not None and primary not in node:
+        problems.append(f"teacher_ensemble.primary={primary!r}: not one of the teachers {list(node)}")
+    specs: dict[str, ModelSpec] = {}
+    for name, entry in node.items():
+        field = f"teachers.{name}"
+        if "/" in str(name) or "." in str(name):
+            problems.append(f"{field}: a teacher name must not contain '/' or '.' (it names metrics)")
+        if not isinstance(entry, DictConfig) or "model" not in entry:
+            problems.append(f"{field}: give {{model: <a teacher/*.yaml node>, weight: w}}")
+            continue
+        unknown = sorted(set(entry) - set(TEACHER_ENTRY_KEYS))
+        if unknown:
+            problems.append(f"{field}: unknown keys {unknown}; valid: {list(TEACHER_ENTRY_KEYS)}")
+        weight = entry.get("weight", 1.0)
+        if not _is_number(weight) or not 0 < weight < float("inf"):
+            problems.append(
+                f"{field}.weight={weight}: must be a number > 0 (weights are normalised to sum to 1; "
+                "drop a teacher to leave it out)"
+            )
+        spec = _model_spec(cfg, f"{field}.model", problems)
+        if spec is None and not any(p.startswith(f"{field}.model") for p in problems):
+            problems.append(f"{field}.model is empty: give a teacher node (e.g. `/teacher@{field}.model: minilm_l6`)")
+        if spec is not None:
+            specs[str(name)] = spec
+            if cfg.task != "sequence_classification" and spec.finetune:
+                problems.append(
+                    f"{field}.model.finetune={dict(spec.finetune)} fine-tunes a classification head, which "
+                    f"task={cfg.task} does not use: set it to null"
+                )
+        teacher_loss = entry.get("loss")
+        if mode == "average" and teacher_loss is not None:
+            problems.append(
+                f"{field}.loss is set but teacher_ensemble.mode=average: the run's loss reads the combined "
+                "teacher; set teacher_ensemble.mode=per_teacher, or drop it"
+            )
+        if mode == "per_teacher":
+            if teacher_loss is None:
+                problems.append(
+                    f"{field}.loss: teacher_ensemble.mode=per_teacher needs each teacher's own loss "
+                    f"(a loss/*.yaml node, e.g. `/loss@{field}.loss: kd`)"
+                )
+                continue
+            try:
+                mix = instantiate(teacher_loss)
+            except Exception as error:  # noqa: BLE001
+                problems.append(f"{field}.loss: cannot be built: {error}")
+                continue
+            if not isinstance(mix, LossMix):
+                problems.append(f"{field}.loss must build a distill.losses.LossMix, got {type(mix).__name__}")
+                continue
+            label_terms = [term_name for term_name, term in mix.terms.items() if term.uses_labels]
+            if label_terms:
+                problems.append(
+                    f"{field}.loss.terms {label_terms} read labels: label terms belong to the run's loss "
+                    "(counted once), not to a teacher's"
+                )
+            if not mix.uses_teacher:
+                problems.append(f"{field}.loss has no teacher term: it would not read teacher {name!r}")
+    if loss is not None and mode in ENSEMBLE_MODES:
+        teacher_terms = [name for name, term in loss.terms.items() if term.uses_teacher]
+        if mode == "per_teacher" and teacher_terms:
+            problems.append(
+                f"loss.terms {teacher_terms} read a teacher, but with teacher_ensemble.mode=per_teacher "
+                "each teacher's terms go in teachers.<name>.loss; the run's loss keeps the label terms"
+            )
+        if mode == "average":
+            if not teacher_terms:
+                problems.append(
+                    "teachers are set but the run's loss has no teacher term (teacher_ensemble.mode=average "
+                    "reads the combined teacher through it); use e.g. loss=kd_ce"
+                )
+            untempered = [
+                name for name, term in loss.terms.items()
+                if term.uses_teacher and term.uses_class_logits and not term.uses_temperature
+            ]
+            if untempered:
+                problems.append(
+                    f"loss.terms {untempered}: with teacher_ensemble.mode=average the teacher logits are the "
+                    "log of the teachers' mixed probabilities (times T), not logits to regress on; use "
+                    "SoftTargetKL / SoftCrossEntropy, or teacher_ensemble.mode=per_teacher"
+                )
+            inner = [
+                name for name, term in loss.terms.items()
+                if term.uses_teacher and (term.uses_hidden_states or term.captures or term.teacher_modules)
+            ]
+            if inner and primary is None:
+                problems.append(
+                    f"loss.terms {inner} read teacher hidden states or modules, which an average of "
+                    f"teachers does not have: set teacher_ensemble.primary to one of {list(node)} (they "
+                    "read that teacher), or use teacher_ensemble.mode=per_teacher"
+                )
+    return problems, specs
+
+
 def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, ModelSpec | None]:
     """Problems found from the config alone (no file reads beyond configs, no weights).
 
@@ -216,9 +349,12 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
         except Exception as error:  # noqa: BLE001
             problems.append(f"loss: cannot be built: {error}")
     problems.extend(_task_problems(cfg, loss, teacher))
+    several = cfg.get("teachers") is not None
+    if several:
+        problems.extend(check_teachers(cfg, loss)[0])
     if loss is not None:
         teacher_terms = [name for name, term in loss.terms.items() if term.uses_teacher]
-        if teacher is None and teacher_terms:
+        if teacher is None and teacher_terms and not several:
             problems.append(
                 f"teacher is none but loss terms {teacher_terms} need a teacher; use loss=ce (or "
                 "loss=regression) to fine-tune without a teacher, or choose a teacher"
@@ -238,7 +374,13 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     metric_error = metric_problem(list(cfg.module.metrics), num_labels) if classification else None
     if metric_error:
         problems.append(metric_error)
-    if student is not None and student.init_from_teacher_layers is not None and teacher is None and not student.init_source:
+    if (
+        student is not None
+        and student.init_from_teacher_layers is not None
+        and teacher is None
+        and not several
+        and not student.init_source
+    ):
         problems.append(
             "student.init_from_teacher_layers needs a teacher to copy from (teacher is none); "
             "set student.init_source to a model name/path, or student.name_or_path instead"
@@ -286,6 +428,8 @@ def check_model_pair(
     student_tokenizer,
     *,
     task: str = "sequence_classification",
+    layer_source: ModelSpec | None = None,
+    loss_field: str = "loss",
 ) -> list[str]:
     """Cross-model facts from configs and tokenizers (no weights): layer indices, vocabularies, and
     each loss term bound to the two models (layer maps, widths, projections).
@@ -294,15 +438,22 @@ def check_model_pair(
     ``task`` to list their modules (``ModelShape.modules``).
 
     Binding builds the terms' projections, so the same ``loss`` object must then go to the module.
+    ``loss=None`` skips binding (another teacher of an ensemble); ``loss_field`` prefixes the bind
+    problems (``teachers.<name>.loss``). ``layer_source`` is the teacher whose layers
+    ``student.init_from_teacher_layers`` copies when it is not ``teacher`` (several teachers).
     """
     problems: list[str] = []
     teacher_config = load_model_config(teacher, num_labels) if teacher is not None else None
+    source_teacher_config = (
+        load_model_config(layer_source, num_labels) if layer_source is not None else teacher_config
+    )
     if student.init_from_teacher_layers is not None:
-        source_name = student.init_source or (teacher.name_or_path if teacher else None) or "teacher"
+        source_spec = layer_source or teacher
+        source_name = student.init_source or (source_spec.name_or_path if source_spec else None) or "teacher"
         source_config = (
             load_model_config(ModelSpec(name_or_path=student.init_source), num_labels)
             if student.init_source
-            else teacher_config
+            else source_teacher_config
         )
         depth = source_config.num_hidden_layers
         bad = [index for index in student.init_from_teacher_layers if not -depth <= index < depth]
@@ -311,17 +462,19 @@ def check_model_pair(
                 f"student.init_from_teacher_layers={student.init_from_teacher_layers}: indices {bad} "
                 f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
             )
-    student_config = load_model_config(student, num_labels, teacher_config=teacher_config)
+    student_config = load_model_config(student, num_labels, teacher_config=source_teacher_config)
     student_modules = teacher_modules = None
-    if teacher is not None and (loss.student_modules or loss.teacher_modules):
+    if loss is not None and teacher is not None and (loss.student_modules or loss.teacher_modules):
         student_modules = _meta_module_widths(student_config, task, num_labels)
         teacher_modules = _meta_module_widths(teacher_config, task, num_labels)
-    problems.extend(
-        loss.bind(
-            _shape("student", student, student_config, student_modules),
-            _shape("teacher", teacher, teacher_config, teacher_modules) if teacher is not None else None,
+    if loss is not None:
+        problems.extend(
+            loss.bind(
+                _shape("student", student, student_config, student_modules),
+                _shape("teacher", teacher, teacher_config, teacher_modules) if teacher is not None else None,
+                field=loss_field,
+            )
         )
-    )
     if teacher is None:
         return problems
     teacher_vocab = getattr(teacher_config, "vocab_size", None)
