@@ -224,3 +224,22 @@ def test_each_teacher_is_fine_tuned_through_the_cache_with_its_own_settings(data
     caplog.clear()
     train(compose([*common, "seed=1"], tmp_path / "b"))  # another student seed: both teachers reused
     assert caplog.text.count("reusing fine-tuned weights") == 2 and "fine-tuning" not in caplog.text
+
+
+def test_average_mode_hidden_state_terms_read_the_primary_teacher_only():
+    from distill.losses import CosineHidden
+
+    teachers = two_teachers()
+    loss = LossMix({"kd": {"weight": 1.0, "loss": SoftTargetKL()}, "cos": {"weight": 1.0, "loss": CosineHidden()}})
+    ensemble = TeacherEnsemble(teachers=teachers, weights={"a": 1.0, "b": 1.0}, primary="b")
+    module = DistillationModule(student=tiny_bert(num_layers=1, dropout=0.0, seed=3), ensemble=ensemble, loss=loss,
+                                optimizer=partial(torch.optim.AdamW, lr=1e-3))
+    batch = batches(count=1)[0]
+    loss_inputs, per_teacher = module._step_inputs(batch, with_teacher=True)
+    assert per_teacher["a"].teacher.hidden_states is None  # a's hidden states are never computed
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    with torch.no_grad():
+        last = teachers["b"](**inputs, output_hidden_states=True).hidden_states[-1]
+    assert torch.equal(loss_inputs.teacher.hidden_states[-1], last)
+    with pytest.raises(ValueError, match="primary='c'"):
+        TeacherEnsemble(teachers=two_teachers(), primary="c")
