@@ -210,7 +210,7 @@ def test_data_must_fit_the_task_and_general_runs_take_no_finetune_or_metrics(tmp
     assert any(p.startswith("module.metrics=['accuracy']: task=feature_extraction") for p in problems)
 
 
-def test_module_path_missing_from_a_model_names_the_field_model_and_close_matches(tmp_path):
+def test_module_path_missing_from_a_model_names_the_field_model_and_close_matches(data_dir, tmp_path):
     problems = problems_of(
         ["loss=kd_ce_module", "loss.terms.module.loss.teacher_module=bert.encoder.layer.5.output.dense",
          "loss.terms.module.loss.student_module=bert.encoder.layers.0.output.dense"],
@@ -225,7 +225,7 @@ def test_module_path_missing_from_a_model_names_the_field_model_and_close_matche
     assert "teacher bert has no module 'bert.encoder.layer.5.output.dense'" in teacher  # tiny teacher: 2 layers
 
 
-def test_module_widths_must_match_without_projection(tmp_path):
+def test_module_widths_must_match_without_projection(data_dir, tmp_path):
     problems = problems_of(
         ["loss=kd_ce_module", "loss.terms.module.loss.projection=null", "++student.config.hidden_size=16"], tmp_path
     )
