@@ -4,7 +4,7 @@ One command, offline, resumable. It fine-tunes the MiniLM-L6 teacher once (one e
 then trains 3-layer students cut from MiniLM-L6 (``experiment=distilbert_task``) in these arms,
 each with the same steps and batch size within a regime:
 
-- A  full labels, 700 steps, seeds 0-2: CE only vs KD (0.5·KL·T² + 0.5·CE + cos, T = 2).
+- A  full labels, 700 steps, seeds 0-2: CE only vs KD (0.5·KL·T² + 0.5·CE, T = 2).
 - B  1,000 labels, 700 steps, seeds 0-2: CE only vs KD with the rest of the SST-2 training text
      as a transfer set (its labels unused).
 - A+ KD as in A for one full epoch (2,105 steps), seed 0.
@@ -143,6 +143,17 @@ class Reproduction:
             runs.append(
                 self._task("A+", "kd", first, self.work / "A+" / "kd-epoch", f"trainer.max_steps={scale.epoch_steps}")
             )
+        if "T" in arms:
+            for temperature in scale.temperatures:
+                if temperature == 2 and "A" in arms:
+                    continue
+                for seed in scale.seeds:
+                    runs.append(
+                        self._task(
+                            "T", f"T{temperature:g}", seed, self.sweep_dir / f"T{temperature:g}-seed{seed}",
+                            f"loss.temperature={temperature:g}",
+                        )
+                    )
         if "C" in arms:
             for name, loss in (("ce", ["loss=ce"]), ("kd", [])):
                 runs.append(
@@ -155,17 +166,6 @@ class Reproduction:
                     "student=minilm_l6", f"student.name_or_path={self.general_dir / 'student'}",
                 )
             )
-        if "T" in arms:
-            for temperature in scale.temperatures:
-                if temperature == 2 and "A" in arms:
-                    continue
-                for seed in scale.seeds:
-                    runs.append(
-                        self._task(
-                            "T", f"T{temperature:g}", seed, self.sweep_dir / f"T{temperature:g}-seed{seed}",
-                            f"loss.temperature={temperature:g}",
-                        )
-                    )
         return runs
 
     # -- running ------------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sw
         f"{teacher_figures['params'] / 1e6:.1f}M params, "
         + (f"{teacher_size / 2**20:.1f} MiB on disk." if teacher_size else "")
         + f" Students: 3 layers, {scale.steps} steps at batch 32 (lr 1e-4, linear decay, 10% warm-up) unless "
-        "said otherwise; KD = 0.5·KL·T² + 0.5·CE + 1.0·(1 − cos) at T = 2 (`experiment=distilbert_task`), "
+        "said otherwise; KD = 0.5·KL·T² + 0.5·CE at T = 2 (`experiment=distilbert_task`), "
         "CE = the same student and budget with `loss=ce`.",
         "",
         "| arm | student | seeds | dev accuracy % | retention % | agreement % | params | size | CPU latency | speed-up |",
@@ -345,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke scale: a few steps per run, 2 seeds")
     parser.add_argument("--work-dir", type=Path, default=None, help="where runs go (default: outputs/reproduce[-quick])")
     parser.add_argument("--arms", nargs="+", default=["A", "B", "A+", "C", "D", "T"], choices=["A", "B", "A+", "C", "D", "T"])
+    parser.add_argument("--render-only", action="store_true", help="write the results from the runs done so far")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: docs/results.md; --quick: <work>/results.md)")
     args = parser.parse_args(argv)
     if not os.environ.get("DISTILL_DATA_DIR"):
@@ -360,19 +361,27 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     reproduction = Reproduction(scale, work, args.quick)
     teacher_run = reproduction.teacher_run()
-    teacher = reproduction.execute(teacher_run)
-    ordered = [teacher_run]
-    if "D" in args.arms:
-        general = reproduction.general_run()
-        reproduction.execute(general)
-        ordered.append(general)
+    planned = [teacher_run]
     runs = reproduction.task_runs(args.arms)
     for run in runs:
-        reproduction.execute(run)
-    ordered += runs
+        if run.arm == "D" and reproduction.general_run().run_dir not in [r.run_dir for r in planned]:
+            planned.append(reproduction.general_run())  # general distillation first, then its task run
+        planned.append(run)
+    for run in planned:
+        if args.render_only:
+            metrics_file = run.run_dir / "metrics.json"
+            run.metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+        else:
+            reproduction.execute(run)
+    if teacher_run.metrics is None:
+        raise SystemExit(f"no teacher results under {teacher_run.run_dir}: run without --render-only first")
+    teacher = teacher_run.metrics
+    missing = [run for run in runs if run.metrics is None]
+    runs = [run for run in runs if run.metrics is not None]
+    ordered = [run for run in planned if run.metrics is not None]
 
     sweep_report = None
-    if "T" in args.arms:
+    if "T" in args.arms and any(run.run_dir.parent == reproduction.sweep_dir for run in runs):
         subprocess.check_call(
             [sys.executable, "-m", "distill.report_cli", "sweep", str(reproduction.sweep_dir)], cwd=REPO
         )
@@ -384,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         sweep_report = sweep_report.replace("(report.png)", "(results/temperature_sweep.png)")
     commands = [shlex.join(run.command) for run in ordered]
     text = render(runs, teacher, scale, commands, sweep_report, (time.perf_counter() - start) / 60, args.quick)
+    if missing:
+        text += "\n## Not run yet\n\n" + "\n".join(
+            f"- {run.arm} {run.name} seed {run.seed}: `{shlex.join(run.command)}`" for run in missing
+        ) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")
     staged.write_text(text)
