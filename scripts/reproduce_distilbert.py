@@ -144,10 +144,11 @@ class Reproduction:
                 self._task("A+", "kd", first, self.work / "A+" / "kd-epoch", f"trainer.max_steps={scale.epoch_steps}")
             )
         if "T" in arms:
-            for temperature in scale.temperatures:
-                if temperature == 2 and "A" in arms:
-                    continue
-                for seed in scale.seeds:
+            # Seed by seed: if the budget runs out, every temperature still has the first seeds.
+            for seed in scale.seeds:
+                for temperature in scale.temperatures:
+                    if temperature == 2 and "A" in arms:
+                        continue
                     runs.append(
                         self._task(
                             "T", f"T{temperature:g}", seed, self.sweep_dir / f"T{temperature:g}-seed{seed}",
