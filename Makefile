@@ -29,7 +29,7 @@ quickstart: install
 	$(VENV)/bin/distill experiment=quickstart
 
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=10
 
 bench: install
 	$(VENV)/bin/python scripts/bench_step.py
