@@ -77,6 +77,18 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
     return stages
 
 
+def _prepared_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule:
+    """Build and prepare the data; its problems join ``problems`` and all are raised together."""
+    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    try:
+        datamodule.prepare()
+    except ValueError as error:
+        problems.extend(getattr(error, "problems", [str(error)]))
+    if problems:
+        raise ConfigError(problems)
+    return datamodule
+
+
 def make_module(
     cfg: DictConfig, student, teacher, loss, num_labels: int, ensemble: TeacherEnsemble | None = None
 ) -> DistillationModule:
@@ -165,13 +177,7 @@ def build_run(
             )
             if p not in problems
         )
-    datamodule = instantiate(cfg.data, tokenizer=student_tokenizer)
-    try:
-        datamodule.prepare()
-    except ValueError as error:
-        problems.extend(getattr(error, "problems", [str(error)]))
-    if problems:
-        raise ConfigError(problems)
+    datamodule = _prepared_data(cfg, student_tokenizer, problems)
 
     # Seed before any model is built: a config-built (random) teacher must be the same on every
     # rank, since the teacher is not a registered module and DDP does not broadcast it.
@@ -221,13 +227,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec):
             task=cfg.task, layer_source=specs[source_name], loss_field=f"teachers.{name}.loss",
         )
         problems.extend(p if p.startswith("teachers.") else f"teachers.{name}: {p}" for p in found)
-    datamodule = instantiate(cfg.data, tokenizer=student_tokenizer)
-    try:
-        datamodule.prepare()
-    except ValueError as error:
-        problems.extend(getattr(error, "problems", [str(error)]))
-    if problems:
-        raise ConfigError(problems)
+    datamodule = _prepared_data(cfg, student_tokenizer, problems)
 
     # One seed before the teachers (config-built ones are the same on every rank, and differ from
     # each other), one before the student, as with one teacher.
