@@ -48,3 +48,15 @@ def test_plan_shares_the_sweep_t2_runs_with_arm_a_and_keeps_budgets_equal(tmp_pa
     assert all("data.transfer.source=train_rest" in r.overrides and "data.train_limit=1000" in r.overrides for r in b_kd)
     b_ce = [run for run in plan if (run.arm, run.name) == ("B", "ce")]
     assert all("data.transfer.source=train_rest" not in r.overrides for r in b_ce)
+
+
+def test_opt_in_arm_a9_is_planned_only_when_named_and_paired_with_arm_a_ce(tmp_path: Path) -> None:
+    reproduction = reproduce.Reproduction(reproduce.FULL, tmp_path, quick=False)
+    assert not [run for run in reproduction.task_runs(list(reproduce.DEFAULT_ARMS)) if run.arm == "A9"]
+    a9 = [run for run in reproduction.task_runs(["A", "A9"]) if run.arm == "A9"]
+    assert [run.seed for run in a9] == [0, 1, 2]
+    assert all({"loss.terms.kd.weight=0.9", "loss.terms.ce.weight=0.1", "trainer.max_steps=700"} <= set(r.overrides)
+               for r in a9)
+    runs = [_run("A", "ce", 0, 0.80), _run("A", "ce", 1, 0.81), _run("A9", "kd", 0, 0.83), _run("A9", "kd", 1, 0.80)]
+    assert reproduce.paired(runs, "A9") == pytest.approx([3.0, -1.0])
+    assert reproduce.paired(runs, "A") == []  # arm A has no KD runs here
