@@ -9,7 +9,6 @@ the bad value, what the data allows, and how to fix it.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -27,27 +26,26 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampl
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from distill.data.sampling import LengthGroupedSampler, TransferMixSampler
+from distill.data.sources import (
+    FILE_FORMATS,
+    format_list,
+    hub_name,
+    infer_file_format,
+    load_data_file,
+    missing_file_problem,
+    non_blank_texts,
+    read_file,
+    read_hub_split,
+    read_text_source,
+    resolve_path,
+)
 from distill.data.transfer import TransferConfig, placeholder_labels, split_labels
 
 log = logging.getLogger(__name__)
 
-FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet", "text")
-"""Values accepted by ``file_format`` (``text``: one example per line, in a column named ``text``)."""
-
-_SUFFIX_FORMATS = {
-    ".tsv": "tsv",
-    ".csv": "csv",
-    ".json": "json",
-    ".jsonl": "jsonl",
-    ".parquet": "parquet",
-    ".txt": "text",
-    ".tokens": "text",  # WikiText
-}
-_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
 _SPLITS = ("train", "eval")
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
 _NO_MODEL_MAX_LENGTH = int(1e20)
-_MAX_LISTED = 20
 
 
 class DataConfigError(ValueError):
@@ -70,45 +68,6 @@ class DataConfigError(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[list[str]]]:
         return type(self), (self.problems,)
-
-
-def load_hub_split(name: str, subset: str | None, split: str) -> datasets.Dataset:
-    """Loads one split of a Hugging Face hub dataset (``load_dataset(name, subset, split=split)``)."""
-    return datasets.load_dataset(name, subset, split=split)
-
-
-def infer_file_format(path: str | os.PathLike[str]) -> str | None:
-    """Returns the format of ``path`` from its extension (ignoring ``.gz`` etc.), or ``None``."""
-    suffixes = [s.lower() for s in Path(path).suffixes]
-    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
-        suffixes.pop()
-    return _SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
-
-
-def load_data_file(path: Path, file_format: str, column_names: Sequence[str] | None) -> datasets.Dataset:
-    """Loads a local file with the matching ``datasets`` builder.
-
-    TSV is read the GLUE way: tab-separated with no quoting (GLUE text holds unbalanced ``"``).
-    CSV uses standard quoting. Neither turns strings like ``NA`` or ``null`` into missing values.
-
-    Args:
-        path: the file.
-        file_format: one of :data:`FILE_FORMATS`.
-        column_names: column names for a CSV/TSV file without a header row.
-
-    Returns:
-        The whole file as one dataset.
-    """
-    files = str(path)
-    if file_format in ("tsv", "csv"):
-        kwargs: dict[str, Any] = {"keep_default_na": False}
-        if file_format == "tsv":
-            kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
-        if column_names is not None:
-            kwargs.update(column_names=list(column_names), header=None)
-        return datasets.load_dataset("csv", data_files=files, split="train", **kwargs)
-    builder = "json" if file_format in ("json", "jsonl") else file_format
-    return datasets.load_dataset(builder, data_files=files, split="train")
 
 
 @dataclass(frozen=True, eq=False)
@@ -174,13 +133,6 @@ class _PaddingCollator:
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         return split_labels(dict(self._collator(features)))
-
-
-def _format_list(values: Sequence[Any], limit: int = _MAX_LISTED) -> str:
-    """``[a, b, ...]`` with at most ``limit`` items shown."""
-    shown = ", ".join(repr(v) for v in list(values)[:limit])
-    more = f", ... ({len(values) - limit} more)" if len(values) > limit else ""
-    return f"[{shown}{more}]"
 
 
 def _hydra_list(values: Sequence[Any]) -> str:
@@ -419,7 +371,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         if self.file_format is not None and self.file_format not in FILE_FORMATS:
             problems.append(
                 f"data.file_format={self.file_format!r} is not supported. Allowed: "
-                f"{_format_list(FILE_FORMATS)}, or null to infer it from the file extension."
+                f"{format_list(FILE_FORMATS)}, or null to infer it from the file extension."
             )
         if self.column_names is not None and len(set(self.column_names)) != len(self.column_names):
             problems.append(
@@ -465,79 +417,61 @@ class TextClassificationDataModule(L.LightningDataModule):
             )
             return None
 
-        path = Path(os.path.abspath(os.path.expanduser(file)))
+        path = resolve_path(file)
         if path.is_file():
             return self._load_file(split, path, problems)
-        if path.exists():
-            problems.append(f"{file_field}={file!r}: {path} is not a file. Fix: point {file_field} at a data file.")
-            return None
-        if self.hub_dataset and self.fallback_to_hub:
+        if not path.exists() and self.hub_dataset and self.fallback_to_hub:
             log.warning("%s %s not found; loading %s from the hub instead.", file_field, path, self._hub_name(split))
             return self._load_hub(split, problems, missing_file=path)
-
         if self.hub_dataset:
-            alternative = f"or set data.fallback_to_hub=true to load {self._hub_name(split)} instead"
+            alternative = f", or set data.fallback_to_hub=true to load {self._hub_name(split)} instead"
         else:
-            alternative = "or set data.hub_dataset / data.hub_subset to load it from the Hugging Face hub"
-        problems.append(
-            f"{file_field}={file!r}: file not found: {path} (relative paths resolve against the working "
-            f"directory {os.getcwd()}). Fix: point {file_field} at an existing file (check the data "
-            f"directory, e.g. DISTILL_DATA_DIR), {alternative}."
-        )
+            alternative = ", or set data.hub_dataset / data.hub_subset to load it from the Hugging Face hub"
+        problems.append(missing_file_problem(file_field, file, path, alternative))
         return None
 
     def _load_file(self, split: str, path: Path, problems: list[str]) -> datasets.Dataset | None:
         file_field = f"data.{split}_file"
-        file_format = self.file_format or infer_file_format(path)
-        if file_format is None:
-            problems.append(
-                f"{file_field}: cannot tell the format of {path} from its extension. Fix: set "
-                f"data.file_format to one of {_format_list(FILE_FORMATS)}, or rename the file "
-                f"with one of the extensions {_format_list(sorted(_SUFFIX_FORMATS))}."
-            )
-            return None
-        if file_format not in FILE_FORMATS:
+        if self.file_format is not None and self.file_format not in FILE_FORMATS:
             return None  # already reported by _check_arguments
-        if self.column_names is not None and file_format not in ("tsv", "csv"):
+        file_format = self.file_format or infer_file_format(path)
+        if self.column_names is not None and file_format not in ("tsv", "csv", None):
             problems.append(
                 f"data.column_names={self.column_names} only applies to headerless CSV/TSV files, but "
                 f"{file_field} is {file_format} ({path}), whose columns are already named. Fix: set "
                 "data.column_names=null."
             )
             return None
-        try:
-            dataset = load_data_file(path, file_format, self.column_names)
-        except Exception as error:  # reported as a problem, with the config that caused it
-            problems.append(
-                f"{file_field}: could not read {path} as {file_format}: {type(error).__name__}: {error}. "
-                "Fix: check data.file_format (null infers it from the extension) and, for files without "
-                "a header row, data.column_names."
-            )
+        read = read_file(
+            path, file_format, problems, file_field=file_field, format_field="data.file_format",
+            column_names=self.column_names,
+        )
+        if read is None:
             return None
+        dataset, file_format = read
         self.data_sources[split] = f"{file_format} file {path}"
         self._file_formats[split] = file_format
         return dataset
 
     def _hub_name(self, split: str) -> str:
-        subset = f"/{self.hub_subset}" if self.hub_subset else ""
-        return f"hub dataset {self.hub_dataset}{subset} split {self._hub_split(split)!r}"
+        return hub_name(str(self.hub_dataset), self.hub_subset, self._hub_split(split))
 
     def _hub_split(self, split: str) -> str:
         return self.hub_train_split if split == "train" else self.hub_eval_split
 
     def _load_hub(self, split: str, problems: list[str], missing_file: Path | None) -> datasets.Dataset | None:
         assert self.hub_dataset is not None
-        try:
-            dataset = load_hub_split(self.hub_dataset, self.hub_subset, self._hub_split(split))
-        except Exception as error:  # reported as a problem, with the config that caused it
-            why = f"data.{split}_file {missing_file} does not exist, and " if missing_file else ""
-            problems.append(
-                f"data.hub_dataset: {why}loading {self._hub_name(split)} from the Hugging Face hub "
-                f"failed: {type(error).__name__}: {error}. Fix: point data.{split}_file at a local file, "
-                f"or check data.hub_dataset / data.hub_subset / data.hub_{split}_split and hub access."
-            )
-            return None
-        self.data_sources[split] = self._hub_name(split)
+        dataset = read_hub_split(
+            self.hub_dataset, self.hub_subset, self._hub_split(split), problems,
+            field="data.hub_dataset",
+            why=f"data.{split}_file {missing_file} does not exist, and " if missing_file else "",
+            fix=(
+                f"point data.{split}_file at a local file, or check data.hub_dataset / data.hub_subset / "
+                f"data.hub_{split}_split and hub access."
+            ),
+        )
+        if dataset is not None:
+            self.data_sources[split] = self._hub_name(split)
         return dataset
 
     @property
@@ -563,39 +497,16 @@ class TextClassificationDataModule(L.LightningDataModule):
             self.data_sources["transfer"] = (
                 f"{self.data_sources['train']}, examples {self.train_limit}..{len(full_train) - 1} (labels unused)"
             )
-        elif config.source == "file":
-            path = Path(os.path.abspath(os.path.expanduser(str(config.file))))
-            file_format = config.file_format or infer_file_format(path)
-            if not path.is_file():
-                problems.append(
-                    f"data.transfer.file={config.file!r}: file not found: {path}. Fix: point "
-                    "data.transfer.file at an existing text file."
-                )
+        elif config.source in ("file", "hub"):
+            read = read_text_source(
+                "data.transfer", problems,
+                file=config.file, file_format=config.file_format,
+                hub_dataset=config.hub_dataset if config.source == "hub" else None,
+                hub_subset=config.hub_subset, hub_split=config.hub_split, hub_split_key="hub_split",
+            )
+            if read is None:
                 return None
-            if file_format not in FILE_FORMATS:
-                problems.append(
-                    f"data.transfer.file_format={file_format!r} for {path}: allowed {_format_list(FILE_FORMATS)}."
-                )
-                return None
-            try:
-                dataset = load_data_file(path, file_format, None)
-            except Exception as error:  # reported as a problem, with the field that caused it
-                problems.append(f"data.transfer.file: could not read {path} as {file_format}: {error}")
-                return None
-            self.data_sources["transfer"] = f"{file_format} file {path}"
-        elif config.source == "hub":
-            subset = f"/{config.hub_subset}" if config.hub_subset else ""
-            name = f"hub dataset {config.hub_dataset}{subset} split {config.hub_split!r}"
-            try:
-                dataset = load_hub_split(str(config.hub_dataset), config.hub_subset, config.hub_split)
-            except Exception as error:  # reported as a problem, with the field that caused it
-                problems.append(
-                    f"data.transfer.hub_dataset: loading {name} failed: {type(error).__name__}: {error}. "
-                    "Fix: check data.transfer.hub_dataset / hub_subset / hub_split and hub access, or use "
-                    "data.transfer.source=file."
-                )
-                return None
-            self.data_sources["transfer"] = name
+            dataset, self.data_sources["transfer"] = read
         else:
             return None  # an unknown source is reported by _check_arguments
         where = f"transfer data: {self.data_sources['transfer']}"
@@ -608,20 +519,13 @@ class TextClassificationDataModule(L.LightningDataModule):
             if column not in dataset.column_names:
                 problems.append(
                     f"data.transfer.{field}={column!r} is not a column of the {where}. Available columns: "
-                    f"{_format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
+                    f"{format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
                 )
                 return None
             self._check_text(dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems)
         if len(problems) > known_problems:
             return None
-        # Blank lines (WikiText has many) carry nothing to imitate.
-        dataset = dataset.filter(lambda text: bool(text and text.strip()), input_columns=text_column)
-        if config.limit is not None and config.limit < len(dataset):
-            dataset = dataset.select(range(config.limit))
-        if len(dataset) == 0:
-            problems.append(f"data.transfer: the {where} has no non-blank text in {text_column!r}.")
-            return None
-        return dataset
+        return non_blank_texts(dataset, text_column, config.limit, problems, field="data.transfer", where=where)
 
     def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
         limit = self.train_limit if split == "train" else self.eval_limit
@@ -654,7 +558,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             if column not in columns:
                 problems.append(
                     f"data.{field}={column!r} is not a column of the {where}. Available columns: "
-                    f"{_format_list(columns)}. Fix: set data.{field} to one of them.{header_hint}"
+                    f"{format_list(columns)}. Fix: set data.{field} to one of them.{header_hint}"
                 )
                 header_hint = ""  # once per split is enough
             elif field == "label_column":
@@ -703,7 +607,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                     return _LabelEncoding("float")
                 problems.append(
                     f"data.num_labels=1 means regression, which needs numeric labels, but {field} in the "
-                    f"{where} holds non-numeric values {_format_list(sorted(bad))}. Fix: for classification "
+                    f"{where} holds non-numeric values {format_list(sorted(bad))}. Fix: for classification "
                     f"set data.num_labels={len(bad)} data.label_names={_hydra_list(sorted(bad))}, or point "
                     "data.label_column at a numeric column."
                 )
@@ -721,7 +625,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             seen = sorted(pc.unique(values).to_pylist())
             if self.label_names is None:
                 problems.append(
-                    f"{field} in the {where} holds string labels {_format_list(seen)}, but data.label_names "
+                    f"{field} in the {where} holds string labels {format_list(seen)}, but data.label_names "
                     "is unset, so they cannot be mapped to class ids. Fix: set "
                     f"data.label_names={_hydra_list(seen)} (list position = class id) and "
                     f"data.num_labels={len(seen)}."
@@ -730,7 +634,7 @@ class TextClassificationDataModule(L.LightningDataModule):
             unknown = [label for label in seen if label not in self.label_names]
             if unknown:
                 problems.append(
-                    f"data.label_names={self.label_names} does not contain the labels {_format_list(unknown)} "
+                    f"data.label_names={self.label_names} does not contain the labels {format_list(unknown)} "
                     f"found in {field} in the {where}. Allowed: the names in data.label_names. Fix: add them "
                     "to data.label_names (and data.num_labels), or fix the data."
                 )
@@ -743,7 +647,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                 examples = sorted(set(non_integral.to_pylist()))
                 problems.append(
                     f"data.num_labels={self.num_labels} means classification, but {field} in the {where} "
-                    f"holds non-integer labels such as {_format_list(examples, 5)}. Fix: for regression "
+                    f"holds non-integer labels such as {format_list(examples, 5)}. Fix: for regression "
                     "set data.num_labels=1 (and data.label_names=null); for classification use class ids "
                     f"0..{self.num_labels - 1}."
                 )

@@ -19,11 +19,9 @@ uniformly. ``mlm_probability: 0`` turns masking off (no labels: hidden-state-onl
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -33,7 +31,8 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
-from distill.data.datamodule import FILE_FORMATS, DataConfigError, infer_file_format, load_data_file, load_hub_split
+from distill.data.datamodule import DataConfigError
+from distill.data.sources import FILE_FORMATS, format_list, non_blank_texts, read_text_source
 from distill.data.sampling import LengthGroupedSampler
 
 log = logging.getLogger(__name__)
@@ -228,7 +227,7 @@ class TextSource:
         file: local file; its format from ``file_format`` or the extension (``.tokens``/``.txt``:
             one text per line, column ``text``).
         text_column: the column with the text (``text`` for plain-text files).
-        file_format: one of :data:`~distill.data.datamodule.FILE_FORMATS`, or ``None`` (from the extension).
+        file_format: one of :data:`~distill.data.sources.FILE_FORMATS`, or ``None`` (from the extension).
         hub_dataset: hub dataset name, instead of ``file`` (e.g. ``wikitext``).
         hub_subset: its config (e.g. ``wikitext-103-raw-v1``).
         split: the hub split.
@@ -447,37 +446,17 @@ class TextCorpusDataModule(L.LightningDataModule):
         self.prepare()
 
     def _load_source(self, source: TextSource, field: str, split: str, problems: list[str]) -> datasets.Dataset | None:
-        if source.hub_dataset is not None:
-            name = f"hub dataset {source.hub_dataset}{'/' + source.hub_subset if source.hub_subset else ''} split {source.split!r}"
-            try:
-                dataset = load_hub_split(source.hub_dataset, source.hub_subset, source.split)
-            except Exception as error:  # reported with the field that caused it
-                problems.append(f"{field}.hub_dataset: loading {name} failed: {type(error).__name__}: {error}")
-                return None
-        else:
-            path = Path(os.path.abspath(os.path.expanduser(str(source.file))))
-            if not path.is_file():
-                problems.append(
-                    f"{field}.file={source.file!r}: file not found: {path} (relative paths resolve against "
-                    f"{os.getcwd()}; check DISTILL_DATA_DIR)"
-                )
-                return None
-            file_format = (source.file_format or infer_file_format(path) or "").lower()
-            if file_format not in FILE_FORMATS:
-                problems.append(
-                    f"{field}.file_format: cannot tell the format of {path}; set it to one of {list(FILE_FORMATS)}"
-                )
-                return None
-            try:
-                dataset = load_data_file(path, file_format, None)
-            except Exception as error:  # reported with the field that caused it
-                problems.append(f"{field}.file: could not read {path} as {file_format}: {type(error).__name__}: {error}")
-                return None
-            name = f"{file_format} file {path}"
+        read = read_text_source(
+            field, problems, file=source.file, file_format=source.file_format, hub_dataset=source.hub_dataset,
+            hub_subset=source.hub_subset, hub_split=source.split, hub_split_key="split",
+        )
+        if read is None:
+            return None
+        dataset, name = read
         if source.text_column not in dataset.column_names:
             problems.append(
-                f"{field}.text_column={source.text_column!r} is not a column of the {name}; "
-                f"available: {dataset.column_names}"
+                f"{field}.text_column={source.text_column!r} is not a column of the {name}. Available columns: "
+                f"{format_list(dataset.column_names)}. Fix: set {field}.text_column."
             )
             return None
         column = source.text_column
@@ -486,12 +465,8 @@ class TextCorpusDataModule(L.LightningDataModule):
             dataset = dataset.rename_column(column, "text")
         if dataset.features["text"] != datasets.Value("string"):  # TSV gives large_string: one type to concatenate
             dataset = dataset.cast_column("text", datasets.Value("string"))
-        # Blank lines (WikiText has many) and missing values carry no text.
-        dataset = dataset.filter(lambda text: bool(text and text.strip()), input_columns="text")
-        if source.limit is not None and source.limit < len(dataset):
-            dataset = dataset.select(range(source.limit))
-        if len(dataset) == 0:
-            problems.append(f"{field}: the {name} has no non-blank text in column {column!r}")
+        dataset = non_blank_texts(dataset, "text", source.limit, problems, field=field, where=name)
+        if dataset is None:
             return None
         self.data_sources[split].append(f"{name} [{column}]: {len(dataset)} texts")
         return dataset

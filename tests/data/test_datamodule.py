@@ -19,7 +19,7 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from transformers import AutoTokenizer
 
 from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
-from distill.data import datamodule as datamodule_module
+from distill.data import sources as sources_module
 
 
 @pytest.fixture(scope="module")
@@ -372,7 +372,7 @@ def test_missing_file_falls_back_to_the_hub(tokenizer: Any, tmp_path: Path, monk
         features = datasets.Features({"sentence": datasets.Value("string"), "label": label})
         return datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
 
-    monkeypatch.setattr(datamodule_module, "load_hub_split", fake_hub)
+    monkeypatch.setattr(sources_module, "load_hub_split", fake_hub)
     dm = _prepared(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
     assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
     assert dm.train_dataset["labels"] == [1, 0]
@@ -389,7 +389,7 @@ def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: py
     def offline(name: str, subset: str | None, split: str) -> Any:
         raise ConnectionError("hub unreachable")
 
-    monkeypatch.setattr(datamodule_module, "load_hub_split", offline)
+    monkeypatch.setattr(sources_module, "load_hub_split", offline)
     error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
     assert len(error.problems) == 2
     assert "glue/sst2" in error.problems[0] and "hub unreachable" in error.problems[0]

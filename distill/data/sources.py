@@ -1,0 +1,220 @@
+"""Reading raw data: local files by format, Hugging Face hub splits, and plain text columns.
+
+Every data module (labeled classification data, transfer text, pre-training corpora) reads its
+sources through these functions. The ``read_*`` functions never raise on bad input: they append a
+problem that names the config field, the value, what is allowed and how to fix it, and return
+``None``, so that one :class:`~distill.data.datamodule.DataConfigError` lists everything wrong
+before training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+FILE_FORMATS = ("tsv", "csv", "json", "jsonl", "parquet", "text")
+"""Values accepted by ``file_format`` (``text``: one example per line, in a column named ``text``)."""
+
+SUFFIX_FORMATS = {
+    ".tsv": "tsv",
+    ".csv": "csv",
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "text",
+    ".tokens": "text",  # WikiText
+}
+_COMPRESSION_SUFFIXES = {".gz", ".bz2", ".xz", ".zst"}
+_MAX_LISTED = 20
+
+
+def format_list(values: Sequence[Any], limit: int = _MAX_LISTED) -> str:
+    """``[a, b, ...]`` with at most ``limit`` items shown, for error messages."""
+    shown = ", ".join(repr(v) for v in list(values)[:limit])
+    more = f", ... ({len(values) - limit} more)" if len(values) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def load_hub_split(name: str, subset: str | None, split: str) -> datasets.Dataset:
+    """Loads one split of a Hugging Face hub dataset (``load_dataset(name, subset, split=split)``)."""
+    return datasets.load_dataset(name, subset, split=split)
+
+
+def hub_name(name: str, subset: str | None, split: str) -> str:
+    """``hub dataset glue/sst2 split 'train'``: how messages and data sources name a hub split."""
+    return f"hub dataset {name}{'/' + subset if subset else ''} split {split!r}"
+
+
+def infer_file_format(path: str | os.PathLike[str]) -> str | None:
+    """Returns the format of ``path`` from its extension (ignoring ``.gz`` etc.), or ``None``."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    while suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes.pop()
+    return SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def load_data_file(path: Path, file_format: str, column_names: Sequence[str] | None) -> datasets.Dataset:
+    """Loads a local file with the matching ``datasets`` builder.
+
+    TSV is read the GLUE way: tab-separated with no quoting (GLUE text holds unbalanced ``"``).
+    CSV uses standard quoting. Neither turns strings like ``NA`` or ``null`` into missing values.
+
+    Args:
+        path: the file.
+        file_format: one of :data:`FILE_FORMATS`.
+        column_names: column names for a CSV/TSV file without a header row.
+
+    Returns:
+        The whole file as one dataset.
+    """
+    files = str(path)
+    if file_format in ("tsv", "csv"):
+        kwargs: dict[str, Any] = {"keep_default_na": False}
+        if file_format == "tsv":
+            kwargs.update(delimiter="\t", quoting=csv.QUOTE_NONE)
+        if column_names is not None:
+            kwargs.update(column_names=list(column_names), header=None)
+        return datasets.load_dataset("csv", data_files=files, split="train", **kwargs)
+    builder = "json" if file_format in ("json", "jsonl") else file_format
+    return datasets.load_dataset(builder, data_files=files, split="train")
+
+
+def resolve_path(file: str | os.PathLike[str]) -> Path:
+    """The absolute path of a configured file (``~`` expanded, relative to the working directory)."""
+    return Path(os.path.abspath(os.path.expanduser(str(file))))
+
+
+def missing_file_problem(file_field: str, file: Any, path: Path, alternative: str = "") -> str:
+    """The message for a configured path that is not a readable file."""
+    if path.exists():
+        return f"{file_field}={file!r}: {path} is not a file. Fix: point {file_field} at a data file."
+    return (
+        f"{file_field}={file!r}: file not found: {path} (relative paths resolve against the working "
+        f"directory {os.getcwd()}). Fix: point {file_field} at an existing file (check the data "
+        f"directory, e.g. DISTILL_DATA_DIR){alternative}."
+    )
+
+
+def read_file(
+    path: Path,
+    file_format: str | None,
+    problems: list[str],
+    *,
+    file_field: str,
+    format_field: str,
+    column_names: Sequence[str] | None = None,
+) -> tuple[datasets.Dataset, str] | None:
+    """Reads an existing local file; ``file_format`` ``None`` infers it from the extension.
+
+    Returns:
+        The dataset and the format it was read as, or ``None`` with the problem recorded.
+    """
+    resolved = (file_format or infer_file_format(path) or "").lower() or None
+    if resolved is None:
+        problems.append(
+            f"{file_field}: cannot tell the format of {path} from its extension. Fix: set {format_field} to "
+            f"one of {format_list(FILE_FORMATS)}, or rename the file with one of the extensions "
+            f"{format_list(sorted(SUFFIX_FORMATS))}."
+        )
+        return None
+    if resolved not in FILE_FORMATS:
+        problems.append(
+            f"{format_field}={resolved!r} is not supported. Allowed: {format_list(FILE_FORMATS)}, or null to "
+            "infer it from the file extension."
+        )
+        return None
+    try:
+        dataset = load_data_file(path, resolved, column_names)
+    except Exception as error:  # reported as a problem, with the field that caused it
+        problems.append(
+            f"{file_field}: could not read {path} as {resolved}: {type(error).__name__}: {error}. Fix: check "
+            f"{format_field} (null infers it from the extension)"
+            + (" and, for files without a header row, data.column_names." if resolved in ("tsv", "csv") else ".")
+        )
+        return None
+    return dataset, resolved
+
+
+def read_hub_split(
+    name: str, subset: str | None, split: str, problems: list[str], *, field: str, fix: str, why: str = ""
+) -> datasets.Dataset | None:
+    """Loads a hub split; on failure records ``<field>: <why>loading ... failed: <error>. Fix: <fix>``."""
+    try:
+        return load_hub_split(name, subset, split)
+    except Exception as error:  # reported as a problem, with the field that caused it
+        problems.append(
+            f"{field}: {why}loading {hub_name(name, subset, split)} from the Hugging Face hub failed: "
+            f"{type(error).__name__}: {error}. Fix: {fix}"
+        )
+        return None
+
+
+def read_text_source(
+    field: str,
+    problems: list[str],
+    *,
+    file: str | os.PathLike[str] | None,
+    file_format: str | None,
+    hub_dataset: str | None,
+    hub_subset: str | None,
+    hub_split: str,
+    hub_split_key: str,
+) -> tuple[datasets.Dataset, str] | None:
+    """Reads a text source configured under ``field``: ``hub_dataset`` if set, else ``file``.
+
+    Returns:
+        The raw dataset and a description of where it came from, or ``None`` with the problem recorded.
+    """
+    if hub_dataset is not None:
+        fix = (
+            f"check {field}.hub_dataset / {field}.hub_subset / {field}.{hub_split_key} and hub access, "
+            "or read a local file instead."
+        )
+        dataset = read_hub_split(
+            str(hub_dataset), hub_subset, hub_split, problems, field=f"{field}.hub_dataset", fix=fix
+        )
+        return None if dataset is None else (dataset, hub_name(str(hub_dataset), hub_subset, hub_split))
+    path = resolve_path(str(file))
+    if not path.is_file():
+        problems.append(missing_file_problem(f"{field}.file", file, path))
+        return None
+    read = read_file(path, file_format, problems, file_field=f"{field}.file", format_field=f"{field}.file_format")
+    if read is None:
+        return None
+    dataset, resolved = read
+    return dataset, f"{resolved} file {path}"
+
+
+def non_blank_texts(
+    dataset: datasets.Dataset, column: str, limit: int | None, problems: list[str], *, field: str, where: str
+) -> datasets.Dataset | None:
+    """Drops rows whose ``column`` is missing or blank (WikiText has many), then keeps the first ``limit``."""
+    dataset = dataset.filter(lambda text: bool(text and text.strip()), input_columns=column)
+    if limit is not None and limit < len(dataset):
+        dataset = dataset.select(range(limit))
+    if len(dataset) == 0:
+        problems.append(f"{field}: the {where} has no non-blank text in column {column!r}.")
+        return None
+    return dataset
+
+
+__all__ = [
+    "FILE_FORMATS",
+    "SUFFIX_FORMATS",
+    "format_list",
+    "hub_name",
+    "infer_file_format",
+    "load_data_file",
+    "load_hub_split",
+    "missing_file_problem",
+    "non_blank_texts",
+    "read_file",
+    "read_hub_split",
+    "read_text_source",
+    "resolve_path",
+]
