@@ -237,13 +237,16 @@ def pm(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
 
 
-def gap_verdict(differences: list[float], goal: float | None) -> str:
-    """Read a paired difference (points) against its spread and, if any, the goal."""
+def gap_verdict(differences: list[float], goal: float | None, names: tuple[str, str] = ("KD", "CE")) -> str:
+    """Read a paired difference ``names[0] − names[1]`` (points) against its spread and, if any, the goal."""
     mean, std = mean_std(differences)
-    if len(differences) > 1 and abs(mean) <= std:
+    leader = "tie" if abs(mean) < 1e-9 else f"{names[0] if mean > 0 else names[1]} ahead"
+    if len(differences) == 1:
+        reading = f"one seed, no spread measured: {leader}"
+    elif abs(mean) <= std:
         reading = "no gap (difference within the spread)"
     else:
-        reading = "KD ahead" if mean > 0 else "CE ahead"
+        reading = leader
     if goal is not None:
         reading += f"; goal ≥ {goal:g} points: {'met' if mean >= goal else 'NOT met'}"
     return reading
@@ -275,16 +278,27 @@ def arm_rows(runs: list[Run]) -> list[dict]:
     return rows
 
 
+def paired_between(runs: list[Run], first: tuple[str, str], second: tuple[str, str]) -> list[float]:
+    """Accuracy of ``first`` − ``second`` (each an ``(arm, name)``) per seed, in points, over the seeds both ran."""
+    accuracy = {(run.arm, run.name, run.seed): run.metrics["student"]["accuracy"] for run in runs}
+    ours = {seed: value for (arm, name, seed), value in accuracy.items() if (arm, name) == first}
+    theirs = {seed: value for (arm, name, seed), value in accuracy.items() if (arm, name) == second}
+    return [100 * (ours[seed] - theirs[seed]) for seed in sorted(ours.keys() & theirs.keys())]
+
+
 def paired(runs: list[Run], arm: str) -> list[float]:
     """KD − CE accuracy per seed, in points, over the seeds both variants ran.
 
     The CE runs are the arm's own, or those of :data:`CE_BASELINE`'s arm for arms without any.
     """
-    baseline = CE_BASELINE.get(arm, arm)
-    accuracy = {(run.arm, run.name, run.seed): run.metrics["student"]["accuracy"] for run in runs}
-    kd = {seed: value for (a, name, seed), value in accuracy.items() if (a, name) == (arm, "kd")}
-    ce = {seed: value for (a, name, seed), value in accuracy.items() if (a, name) == (baseline, "ce")}
-    return [100 * (kd[seed] - ce[seed]) for seed in sorted(kd.keys() & ce.keys())]
+    return paired_between(runs, (arm, "kd"), (CE_BASELINE.get(arm, arm), "ce"))
+
+
+def difference_row(label: str, differences: list[float], reading: str) -> str:
+    """``| label | per seed | mean ± std | reading |`` (no ± for one seed)."""
+    mean, std = mean_std(differences)
+    spread = f"{mean:+.2f} ± {std:.2f}" if len(differences) > 1 else f"{mean:+.2f}"
+    return f"| {label} | {', '.join(f'{d:+.2f}' for d in differences)} | {spread} | {reading} |"
 
 
 ARM_TITLES = {
@@ -337,14 +351,18 @@ def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sw
     lines += ["", "## KD − CE, paired by seed", "", "| arm | per seed (points) | mean ± std | reading |", "|---|---|---|---|"]
     for arm in ("A", "A9", "B", "C"):
         differences = paired(runs, arm)
-        if not differences:
-            continue
-        mean, std = mean_std(differences)
-        spread = f"{mean:+.2f} ± {std:.2f}" if len(differences) > 1 else f"{mean:+.2f}"
-        lines.append(
-            f"| {arm} | {', '.join(f'{d:+.2f}' for d in differences)} | {spread} | "
-            f"{gap_verdict(differences, None if quick else GOALS.get(arm))} |"
-        )
+        if differences:
+            lines.append(difference_row(arm, differences, gap_verdict(differences, None if quick else GOALS.get(arm))))
+    general = paired_between(runs, ("D", "kd"), ("A", "kd"))
+    if general:
+        lines += [
+            "",
+            "## General distillation first (D) vs task KD alone (A's KD runs), paired by seed",
+            "",
+            "| runs | per seed (points) | mean ± std | reading |",
+            "|---|---|---|---|",
+            difference_row("D KD − A KD", general, gap_verdict(general, None, names=("D", "A"))),
+        ]
     epoch = [run for run in runs if run.arm == "A+"]
     if epoch and epoch[0].metrics.get("retention") is not None:
         retention = epoch[0].metrics["retention"]

@@ -33,6 +33,10 @@ def test_gap_verdict_calls_a_difference_within_its_spread_no_gap() -> None:
     assert reproduce.gap_verdict([1.2, 1.1, 1.3], 1.0) == "KD ahead; goal ≥ 1 points: met"
     assert reproduce.gap_verdict([0.9, 0.8, 1.0], 1.0).endswith("NOT met")
     assert reproduce.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    # One seed has no spread to read the difference against; equal accuracies are a tie.
+    assert reproduce.gap_verdict([0.0], None) == "one seed, no spread measured: tie"
+    assert reproduce.gap_verdict([0.35], None, names=("D", "A")) == "one seed, no spread measured: D ahead"
+    assert reproduce.difference_row("C", [0.0], "tie") == "| C | +0.00 | +0.00 | tie |"
 
 
 def test_plan_shares_the_sweep_t2_runs_with_arm_a_and_keeps_budgets_equal(tmp_path: Path) -> None:
