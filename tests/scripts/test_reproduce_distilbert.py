@@ -64,3 +64,15 @@ def test_opt_in_arm_a9_is_planned_only_when_named_and_paired_with_arm_a_ce(tmp_p
     runs = [_run("A", "ce", 0, 0.80), _run("A", "ce", 1, 0.81), _run("A9", "kd", 0, 0.83), _run("A9", "kd", 1, 0.80)]
     assert reproduce.paired(runs, "A9") == pytest.approx([3.0, -1.0])
     assert reproduce.paired(runs, "A") == []  # arm A has no KD runs here
+
+
+def test_opt_in_epoch_seeds_join_the_a_plus_row_and_are_timed_apart(tmp_path: Path) -> None:
+    reproduction = reproduce.Reproduction(reproduce.FULL, tmp_path, quick=False)
+    plan = reproduction.task_runs(["A+", "A+seeds"])
+    assert [(run.arm, run.seed, run.opt_in) for run in plan] == [("A+", 0, False), ("A+", 1, True), ("A+", 2, True)]
+    assert all("trainer.max_steps=2105" in run.overrides for run in plan)
+    assert len({run.run_dir for run in plan}) == 3
+    for run, accuracy in zip(plan, (0.87, 0.86, 0.88)):
+        run.metrics = {"student": {"accuracy": accuracy, "params": 1, "latency_ms": 1.0}, "speedup": 2.0}
+    rows = reproduce.arm_rows(plan)
+    assert len(rows) == 1 and rows[0]["seeds"] == [0, 1, 2]
