@@ -76,3 +76,12 @@ def test_opt_in_epoch_seeds_join_the_a_plus_row_and_are_timed_apart(tmp_path: Pa
         run.metrics = {"student": {"accuracy": accuracy, "params": 1, "latency_ms": 1.0}, "speedup": 2.0}
     rows = reproduce.arm_rows(plan)
     assert len(rows) == 1 and rows[0]["seeds"] == [0, 1, 2]
+
+
+def test_retention_reading_weighs_the_goal_against_the_spread() -> None:
+    assert reproduce.retention_reading([0.988], quick=False) == "one seed; goal ≥ 99%: NOT met"
+    assert reproduce.retention_reading([0.9883, 0.9923, 0.9883], quick=False) == (
+        "mean ± std over 3 seeds; goal ≥ 99%: NOT met, by 0.04 points, within the seed spread"
+    )
+    assert reproduce.retention_reading([0.995, 0.996], quick=False).endswith("goal ≥ 99%: met")
+    assert reproduce.retention_reading([0.5, 0.6], quick=True) == "mean ± std over 2 seeds"
