@@ -334,7 +334,7 @@ ARM_TITLES = {
 
 
 def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sweep_report: str | None,
-           elapsed_min: float, quick: bool, opt_in_min: float = 0.0) -> str:
+           elapsed_min: float, quick: bool, opt_in_min: float = 0.0, invocation: str | None = None) -> str:
     teacher_figures = teacher["student"]  # the teacher run trains "the student" of its own run
     teacher_size = size_on_disk(teacher_figures.get("path"))
     lines = [
@@ -403,6 +403,7 @@ def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sw
         "",
         "## Commands",
         "",
+        *([f"The script, for this page: `{invocation}` (resumable: rerun it to finish or extend).", ""] if invocation else []),
         "Each run, in order (`hydra.run.dir` set by the script per run; `DISTILL_CACHE_DIR` under its work dir):",
         "",
         "```",
@@ -471,7 +472,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = [shlex.join(run.command) for run in ordered]
     minutes = sum(run_minutes(run.run_dir) for run in ordered)
     opt_in = sum(run_minutes(run.run_dir) for run in ordered if run.opt_in)
-    text = render(runs, teacher, scale, commands, sweep_report, minutes, args.quick, opt_in)
+    invocation = shlex.join(
+        ["DISTILL_DATA_DIR=../shared/data", "python", "scripts/reproduce_distilbert.py"]
+        + (["--quick"] if args.quick else [])
+        + (["--arms", *args.arms] if args.arms != list(DEFAULT_ARMS) else [])
+    )
+    text = render(runs, teacher, scale, commands, sweep_report, minutes, args.quick, opt_in, invocation)
     if missing:
         text += "\n## Not run yet\n\n" + "\n".join(
             f"- {run.arm} {run.name} seed {run.seed}: `{shlex.join(run.command)}`" for run in missing
