@@ -11,21 +11,21 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
-import lightning as L
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, SequentialSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from distill.data.sampling import LengthGroupedSampler, TransferMixSampler
+from distill.data.batching import BatchedTextDataModule, is_int
+from distill.data.sampling import TransferMixSampler
 from distill.data.sources import (
     FILE_FORMATS,
     format_list,
@@ -44,8 +44,6 @@ from distill.data.transfer import TransferConfig, placeholder_labels, split_labe
 log = logging.getLogger(__name__)
 
 _SPLITS = ("train", "eval")
-# Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
-_NO_MODEL_MAX_LENGTH = int(1e20)
 
 
 class DataConfigError(ValueError):
@@ -149,10 +147,6 @@ def _str_list(field: str, values: Sequence[Any] | None) -> list[str] | None:
     return [str(v) for v in values]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _is_text(type_: pa.DataType) -> bool:
     return pa.types.is_string(type_) or pa.types.is_large_string(type_)
 
@@ -165,7 +159,7 @@ def _is_float_text(value: str) -> bool:
     return True
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(BatchedTextDataModule):
     """Tokenized text (pair) classification / regression data with dynamic padding.
 
     Built by Hydra (``_target_``) from plain keyword arguments plus a ``tokenizer``. Call
@@ -246,8 +240,18 @@ class TextClassificationDataModule(L.LightningDataModule):
         num_workers: int = 0,
         transfer: Mapping[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
+        super().__init__(
+            tokenizer,
+            max_length=max_length,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            train_limit=train_limit,
+            eval_limit=eval_limit,
+            group_by_length=group_by_length,
+            shuffle=shuffle,
+            seed=seed,
+            num_workers=num_workers,
+        )
         self.train_file = None if train_file is None else str(train_file)
         self.eval_file = None if eval_file is None else str(eval_file)
         self.hub_dataset = hub_dataset
@@ -262,20 +266,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         self.label_column = label_column
         self.label_names = _str_list("label_names", label_names)
         self.num_labels = num_labels
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.train_limit = train_limit
-        self.eval_limit = eval_limit
-        self.group_by_length = group_by_length
-        self.shuffle = shuffle
-        self.seed = seed
-        self.num_workers = num_workers
         self.transfer, self._transfer_problems = TransferConfig.from_mapping(transfer)
 
         self.train_dataset: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
-        self.train_lengths: list[int] = []
         self.eval_lengths: list[int] = []
         self.transfer_dataset: datasets.Dataset | None = None
         self.transfer_lengths: list[int] = []
@@ -346,28 +340,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         for name in ("text_column", "label_column"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 problems.append(f"data.{name}={getattr(self, name)!r} is invalid: name a column of the data.")
-        if not _is_int(self.num_labels) or self.num_labels < 1:
+        if not is_int(self.num_labels) or self.num_labels < 1:
             problems.append(
                 f"data.num_labels={self.num_labels!r} is invalid: use an integer >= 2 for "
                 "classification (the number of classes) or 1 for regression."
             )
-        for name in ("max_length", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1.")
-        model_max = getattr(self.tokenizer, "model_max_length", None)
-        known_limit = _is_int(model_max) and model_max < _NO_MODEL_MAX_LENGTH
-        if known_limit and _is_int(self.max_length) and self.max_length > model_max:
-            problems.append(
-                f"data.max_length={self.max_length} exceeds the tokenizer's model_max_length="
-                f"{model_max} (the model has no positions beyond it). Fix: set data.max_length<={model_max}."
-            )
-        for name in ("train_limit", "eval_limit"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
-                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1, or null for all examples.")
-        if not _is_int(self.num_workers) or self.num_workers < 0:
-            problems.append(f"data.num_workers={self.num_workers!r} is invalid: use an integer >= 0.")
+        problems.extend(self._batching_problems())
         if self.file_format is not None and self.file_format not in FILE_FORMATS:
             problems.append(
                 f"data.file_format={self.file_format!r} is not supported. Allowed: "
@@ -384,7 +362,7 @@ class TextClassificationDataModule(L.LightningDataModule):
                     "(float targets, no classes). Fix: set data.label_names=null for regression, or "
                     f"data.num_labels={len(self.label_names)} for classification."
                 )
-            elif _is_int(self.num_labels) and len(self.label_names) != self.num_labels:
+            elif is_int(self.num_labels) and len(self.label_names) != self.num_labels:
                 problems.append(
                     f"data.label_names has {len(self.label_names)} names {self.label_names} but "
                     f"data.num_labels={self.num_labels}. Fix: set data.num_labels={len(self.label_names)} "
@@ -529,7 +507,7 @@ class TextClassificationDataModule(L.LightningDataModule):
 
     def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
         limit = self.train_limit if split == "train" else self.eval_limit
-        if _is_int(limit) and 0 < limit < len(dataset):
+        if is_int(limit) and 0 < limit < len(dataset):
             return dataset.select(range(limit))
         return dataset
 
@@ -585,7 +563,7 @@ class TextClassificationDataModule(L.LightningDataModule):
     ) -> _LabelEncoding | None:
         """Checks the label column against ``num_labels`` / ``label_names``."""
         field = f"data.label_column={self.label_column!r}"
-        if not _is_int(self.num_labels) or self.num_labels < 1:
+        if not is_int(self.num_labels) or self.num_labels < 1:
             return None  # reported by _check_arguments
         if pa.types.is_dictionary(values.type):
             values = values.cast(values.type.value_type)
@@ -725,20 +703,14 @@ class TextClassificationDataModule(L.LightningDataModule):
                 shuffle=self.shuffle,
                 group_by_length=self.group_by_length,
             )
-            return self._loader(self._mixed_train, self.batch_size + per_batch, mix)
-        sampler: Sampler[int]
-        if self.shuffle and self.group_by_length:
-            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
-        elif self.shuffle:
-            sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        else:
-            sampler = SequentialSampler(dataset)
-        return self._loader(dataset, self.batch_size, sampler)
+            return self._loader(self._mixed_train, self.batch_size + per_batch, mix, _PaddingCollator(self.tokenizer))
+        sampler = self._train_sampler(dataset, seed)
+        return self._loader(dataset, self.batch_size, sampler, _PaddingCollator(self.tokenizer))
 
     def val_dataloader(self) -> DataLoader:
         """Evaluation batches in file order."""
         dataset = self._prepared_split("eval")
-        return self._loader(dataset, self.eval_batch_size, SequentialSampler(dataset))
+        return self._loader(dataset, self.eval_batch_size, SequentialSampler(dataset), _PaddingCollator(self.tokenizer))
 
     def eval_dataloader(self) -> DataLoader:
         """Alias of :meth:`val_dataloader`."""
@@ -753,18 +725,6 @@ class TextClassificationDataModule(L.LightningDataModule):
         dataset = self.train_dataset if split == "train" else self.eval_dataset
         assert dataset is not None
         return dataset
-
-    def _loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler[int]) -> DataLoader:
-        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]] = _PaddingCollator(self.tokenizer)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
 
 
 __all__ = ["FILE_FORMATS", "DataConfigError", "TextClassificationDataModule", "infer_file_format", "load_data_file"]

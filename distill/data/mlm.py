@@ -25,15 +25,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import datasets
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler, SequentialSampler, get_worker_info
+from torch.utils.data import DataLoader, SequentialSampler, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
+from distill.data.batching import BatchedTextDataModule, is_int
 from distill.data.datamodule import DataConfigError
 from distill.data.sources import FILE_FORMATS, format_list, non_blank_texts, read_text_source
-from distill.data.sampling import LengthGroupedSampler
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +296,7 @@ class _Tokenize:
         return {"input_ids": encoded["input_ids"]}
 
 
-class TextCorpusDataModule(L.LightningDataModule):
+class TextCorpusDataModule(BatchedTextDataModule):
     """Unlabelled text batches, masked for masked-LM distillation or plain for hidden-state matching.
 
     Field names in errors carry the ``data.`` prefix. Call :meth:`prepare` to fail fast.
@@ -346,31 +345,31 @@ class TextCorpusDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        self.tokenizer = tokenizer
+        super().__init__(
+            tokenizer,
+            max_length=max_length,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            train_limit=train_limit,
+            eval_limit=eval_limit,
+            group_by_length=group_by_length,
+            shuffle=shuffle,
+            seed=seed,
+            num_workers=num_workers,
+        )
         self.train_sources, train_problems = _parse_sources(train_sources, "train_sources")
         self.eval_sources, eval_problems = _parse_sources(eval_sources, "eval_sources")
         self._argument_problems = train_problems + eval_problems
-        self.max_length = max_length
         self.pack = bool(pack)
         self.mlm_probability = mlm_probability
         self.mask_token_rate = mask_token_rate
         self.random_token_rate = random_token_rate
         self.mlm_smoothing = mlm_smoothing
         self.token_type_ids = bool(token_type_ids)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.train_limit = train_limit
-        self.eval_limit = eval_limit
-        self.group_by_length = group_by_length
-        self.shuffle = shuffle
-        self.seed = seed
-        self.num_workers = num_workers
         #: No classes: :func:`distill.train.build_run` reads this for classification heads only.
         self.label_names = None
         self.train_dataset: datasets.Dataset | None = None
         self.eval_dataset: datasets.Dataset | None = None
-        self.train_lengths: list[int] = []
         self.weights: torch.Tensor | None = None
         self.data_sources: dict[str, list[str]] = {"train": [], "eval": []}
         self._prepared = False
@@ -378,19 +377,9 @@ class TextCorpusDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ preparation
 
     def _check_arguments(self) -> list[str]:
-        problems = list(self._argument_problems)
-        for name in ("max_length", "batch_size", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1")
-        if isinstance(self.max_length, int) and self.max_length < 3:
+        problems = list(self._argument_problems) + self._batching_problems()
+        if is_int(self.max_length) and 1 <= self.max_length < 3:
             problems.append(f"data.max_length={self.max_length}: too short for [CLS] text [SEP]; use >= 3")
-        model_max = getattr(self.tokenizer, "model_max_length", None)
-        if isinstance(model_max, int) and model_max < int(1e20) and isinstance(self.max_length, int) and self.max_length > model_max:
-            problems.append(
-                f"data.max_length={self.max_length} exceeds the tokenizer's model_max_length={model_max}; "
-                f"set data.max_length<={model_max}"
-            )
         for name in ("mlm_probability", "mask_token_rate", "random_token_rate"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value <= 1:
@@ -403,10 +392,6 @@ class TextCorpusDataModule(L.LightningDataModule):
                 )
         if not isinstance(self.mlm_smoothing, (int, float)) or self.mlm_smoothing < 0:
             problems.append(f"data.mlm_smoothing={self.mlm_smoothing!r}: must be >= 0 (DistilBERT: 0.7; 0 = uniform)")
-        for name in ("train_limit", "eval_limit"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                problems.append(f"data.{name}={value!r}: use an integer >= 1, or null for all examples")
         if self.mlm_probability and self.tokenizer is not None and getattr(self.tokenizer, "mask_token_id", None) is None:
             problems.append("data.mlm_probability > 0 needs a tokenizer with a mask token; set data.mlm_probability=0")
         return problems
@@ -508,14 +493,7 @@ class TextCorpusDataModule(L.LightningDataModule):
 
     def train_dataloader(self, seed: int | None = None) -> DataLoader:
         self.prepare()
-        seed = self.seed if seed is None else seed
-        sampler: Sampler[int]
-        if self.shuffle and self.group_by_length:
-            sampler = LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
-        elif self.shuffle:
-            sampler = RandomSampler(self.train_dataset, generator=torch.Generator().manual_seed(seed))
-        else:
-            sampler = SequentialSampler(self.train_dataset)
+        sampler = self._train_sampler(self.train_dataset, self.seed if seed is None else seed)
         return self._loader(self.train_dataset, self.batch_size, sampler, self.collator(fixed_masks=False))
 
     def val_dataloader(self) -> DataLoader:
@@ -526,17 +504,6 @@ class TextCorpusDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-
-    def _loader(self, dataset, batch_size: int, sampler, collate) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
 
 
 __all__ = [

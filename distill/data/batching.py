@@ -1,0 +1,123 @@
+"""What every text data module shares: tokenizer limits, batch sizes, training order, loaders.
+
+:class:`BatchedTextDataModule` holds the settings that the labeled-task module
+(:class:`~distill.data.datamodule.TextClassificationDataModule`) and the pre-training corpus module
+(:class:`~distill.data.mlm.TextCorpusDataModule`) have in common, checks them (each problem names
+its ``data.`` field and the allowed values), picks the training order and builds the loaders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sized
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from transformers import PreTrainedTokenizerBase
+
+from distill.data.sampling import LengthGroupedSampler
+
+# Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
+NO_MODEL_MAX_LENGTH = int(1e20)
+
+
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool (``True`` is an ``int`` in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class BatchedTextDataModule(L.LightningDataModule):
+    """Base of the text data modules: batching settings, their checks, the training order, loaders.
+
+    Subclasses fill ``train_dataset`` / ``eval_dataset`` and ``train_lengths`` (token count per
+    training example) when they prepare, and call :meth:`_batching_problems` among their checks.
+
+    Args:
+        tokenizer: the models' tokenizer.
+        max_length: tokens per example, special tokens included (at most the tokenizer's limit).
+        batch_size: training examples per batch.
+        eval_batch_size: evaluation examples per batch.
+        train_limit / eval_limit: keep only the first N examples of a split (``None``: all).
+        group_by_length: batch training examples of similar length (less padding).
+        shuffle: shuffle the training examples (``False``: file order).
+        seed: seed of the training order.
+        num_workers: ``DataLoader`` worker processes.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_length: int,
+        batch_size: int,
+        eval_batch_size: int,
+        train_limit: int | None,
+        eval_limit: int | None,
+        group_by_length: bool,
+        shuffle: bool,
+        seed: int,
+        num_workers: int,
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.train_limit = train_limit
+        self.eval_limit = eval_limit
+        self.group_by_length = group_by_length
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_workers = num_workers
+        self.train_lengths: list[int] = []
+
+    def _batching_problems(self) -> list[str]:
+        """Problems with the shared settings, each naming its ``data.`` field and the allowed values."""
+        problems = []
+        for name in ("max_length", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1.")
+        model_max = getattr(self.tokenizer, "model_max_length", None)
+        known_limit = is_int(model_max) and model_max < NO_MODEL_MAX_LENGTH
+        if known_limit and is_int(self.max_length) and self.max_length > model_max:
+            problems.append(
+                f"data.max_length={self.max_length} exceeds the tokenizer's model_max_length="
+                f"{model_max} (the model has no positions beyond it). Fix: set data.max_length<={model_max}."
+            )
+        for name in ("train_limit", "eval_limit"):
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or value < 1):
+                problems.append(f"data.{name}={value!r} is invalid: use an integer >= 1, or null for all examples.")
+        if not is_int(self.num_workers) or self.num_workers < 0:
+            problems.append(f"data.num_workers={self.num_workers!r} is invalid: use an integer >= 0.")
+        return problems
+
+    def _train_sampler(self, dataset: Sized, seed: int) -> Sampler[int]:
+        """Length-grouped shuffle, plain shuffle, or file order (``shuffle=False``), seeded by ``seed``."""
+        if self.shuffle and self.group_by_length:
+            return LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
+        if self.shuffle:
+            return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        return SequentialSampler(dataset)
+
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: Sampler[int],
+        collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+
+__all__ = ["NO_MODEL_MAX_LENGTH", "BatchedTextDataModule", "is_int"]
