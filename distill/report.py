@@ -11,8 +11,6 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from distill.atomic import write_json_atomic  # noqa: F401  (re-exported: distill.train imports it from here)
-
 
 def measure_latency(
     model: nn.Module, inputs: dict[str, torch.Tensor], repeats: int = 20, warmup: int = 3

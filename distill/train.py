@@ -13,10 +13,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from distill.atomic import write_json_atomic
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, count_parameters, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
-from distill.report import compare, measure_latency, render_table, write_json_atomic
+from distill.report import compare, measure_latency, render_table
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 

