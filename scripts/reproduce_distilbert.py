@@ -112,7 +112,7 @@ class Reproduction:
     def _common(self) -> list[str]:
         return ["logger=csv", "callbacks=none", "trainer.enable_progress_bar=false", *self.scale.extra]
 
-    def _task(self, arm: str, name: str, seed: int, run_dir: Path, *overrides: str) -> Run:
+    def _task(self, arm: str, name: str, seed: int, run_dir: Path, *overrides: str, opt_in: bool = False) -> Run:
         base = [
             "experiment=distilbert_task",
             "teacher=finetuned",
@@ -120,7 +120,7 @@ class Reproduction:
             f"trainer.max_steps={self.scale.steps}",
             f"seed={seed}",
         ]
-        return Run(arm, name, seed, run_dir, [*base, *overrides, *self._common()])
+        return Run(arm, name, seed, run_dir, [*base, *overrides, *self._common()], opt_in=opt_in)
 
     def teacher_run(self) -> Run:
         overrides = ["experiment=distilbert_teacher", f"trainer.max_steps={self.scale.teacher_steps}"]
@@ -145,10 +145,9 @@ class Reproduction:
                 runs.append(
                     self._task(
                         "A9", "kd", seed, self.work / "A9" / f"kd-seed{seed}",
-                        "loss.terms.kd.weight=0.9", "loss.terms.ce.weight=0.1",
+                        "loss.terms.kd.weight=0.9", "loss.terms.ce.weight=0.1", opt_in=True,
                     )
                 )
-                runs[-1].opt_in = True
             if "B" in arms:
                 runs.append(self._task("B", "ce", seed, self.work / "B" / f"ce-seed{seed}", "loss=ce", *few))
                 runs.append(
@@ -162,9 +161,7 @@ class Reproduction:
             runs.append(self._task("A+", "kd", first, self.work / "A+" / "kd-epoch", epoch))
         if "A+seeds" in arms:
             for seed in scale.seeds[1:]:
-                run = self._task("A+", "kd", seed, self.work / "A+" / f"kd-epoch-seed{seed}", epoch)
-                run.opt_in = True
-                runs.append(run)
+                runs.append(self._task("A+", "kd", seed, self.work / "A+" / f"kd-epoch-seed{seed}", epoch, opt_in=True))
         if "T" in arms:
             # Seed by seed: if the budget runs out, every temperature still has the first seeds.
             for seed in scale.seeds:
