@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader, Sampler, SequentialSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from distill.data.batching import BatchedTextDataModule, is_int
@@ -703,14 +703,13 @@ class TextClassificationDataModule(BatchedTextDataModule):
                 shuffle=self.shuffle,
                 group_by_length=self.group_by_length,
             )
-            return self._loader(self._mixed_train, self.batch_size + per_batch, mix, _PaddingCollator(self.tokenizer))
-        sampler = self._train_sampler(dataset, seed)
-        return self._loader(dataset, self.batch_size, sampler, _PaddingCollator(self.tokenizer))
+            return self._padded_loader(self._mixed_train, self.batch_size + per_batch, mix)
+        return self._padded_loader(dataset, self.batch_size, self._train_sampler(dataset, seed))
 
     def val_dataloader(self) -> DataLoader:
         """Evaluation batches in file order."""
         dataset = self._prepared_split("eval")
-        return self._loader(dataset, self.eval_batch_size, SequentialSampler(dataset), _PaddingCollator(self.tokenizer))
+        return self._padded_loader(dataset, self.eval_batch_size, SequentialSampler(dataset))
 
     def eval_dataloader(self) -> DataLoader:
         """Alias of :meth:`val_dataloader`."""
@@ -719,6 +718,9 @@ class TextClassificationDataModule(BatchedTextDataModule):
     def test_dataloader(self) -> DataLoader:
         """The evaluation split, in file order."""
         return self.val_dataloader()
+
+    def _padded_loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler[int]) -> DataLoader:
+        return self._loader(dataset, batch_size, sampler, _PaddingCollator(self.tokenizer))
 
     def _prepared_split(self, split: str) -> datasets.Dataset:
         self.prepare()
