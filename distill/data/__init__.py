@@ -11,7 +11,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from distill.data.datamodule import DataConfigError, TextClassificationDataModule
+    from distill.data.datamodule import TextClassificationDataModule
+    from distill.data.errors import DataConfigError
     from distill.data.mlm import MaskingCollator, TextCorpusDataModule
     from distill.data.sampling import LengthGroupedSampler
 
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 _LOCATIONS = {
-    "DataConfigError": "distill.data.datamodule",
+    "DataConfigError": "distill.data.errors",
     "TextClassificationDataModule": "distill.data.datamodule",
     "LengthGroupedSampler": "distill.data.sampling",
     "MaskingCollator": "distill.data.mlm",

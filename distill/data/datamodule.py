@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from distill.data.batching import BatchedTextDataModule, is_int
+from distill.data.encoding import LabelEncoding, PaddingCollator, TextEncoder
+from distill.data.errors import DataConfigError
+from distill.data.label_checks import check_label_column, check_text_column
 from distill.data.sampling import TransferMixSampler
 from distill.data.sources import (
     FILE_FORMATS,
@@ -39,103 +38,11 @@ from distill.data.sources import (
     read_text_source,
     resolve_path,
 )
-from distill.data.transfer import TransferConfig, placeholder_labels, split_labels
+from distill.data.transfer import TransferConfig
 
 log = logging.getLogger(__name__)
 
 _SPLITS = ("train", "eval")
-
-
-class DataConfigError(ValueError):
-    """The data config does not match the data. Lists every problem found, not just the first.
-
-    Args:
-        problems: one message per problem; each names the config field, the bad value, the
-            allowed values and the fix.
-
-    Attributes:
-        problems: the messages, in the order they were found.
-    """
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        count = len(self.problems)
-        lines = [f"Invalid data configuration ({count} problem{'' if count == 1 else 's'}):"]
-        lines += [f"  {i}. {problem}" for i, problem in enumerate(self.problems, start=1)]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
-        return type(self), (self.problems,)
-
-
-@dataclass(frozen=True, eq=False)
-class _LabelEncoding:
-    """How raw label values become the ``labels`` column.
-
-    Attributes:
-        kind: ``"int"`` (class ids as they are), ``"map"`` (strings via ``label_to_id``), or
-            ``"float"`` (regression targets).
-        label_to_id: string label -> class id, for ``"map"``.
-    """
-
-    kind: str
-    label_to_id: dict[str, int] | None = None
-
-    def __call__(self, values: list[Any]) -> np.ndarray:
-        if self.kind == "map":
-            assert self.label_to_id is not None
-            return np.asarray([self.label_to_id[v] for v in values], dtype=np.int64)
-        if self.kind == "float":
-            return np.asarray([float(v) for v in values], dtype=np.float32)
-        return np.asarray(values, dtype=np.int64)
-
-
-@dataclass(frozen=True, eq=False)
-class _Encoder:
-    """The batched ``Dataset.map`` function: tokenizes text (pairs) and encodes labels.
-
-    A plain picklable object (not a closure over the data module) so ``datasets`` can fingerprint
-    it and reuse its cache across runs.
-    """
-
-    tokenizer: PreTrainedTokenizerBase
-    text_column: str
-    text_pair_column: str | None
-    label_column: str
-    max_length: int
-    labels: _LabelEncoding | None
-    #: For transfer text (``labels=None``): placeholder labels of a regression task are NaN.
-    regression: bool = False
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        pairs = batch[self.text_pair_column] if self.text_pair_column else None
-        encoded = self.tokenizer(batch[self.text_column], pairs, truncation=True, max_length=self.max_length)
-        keep = set(self.tokenizer.model_input_names) | {"input_ids", "attention_mask"}
-        out: dict[str, Any] = {key: value for key, value in encoded.items() if key in keep}
-        if self.labels is None:
-            out["labels"] = placeholder_labels(len(encoded["input_ids"]), self.regression)
-        else:
-            out["labels"] = self.labels(batch[self.label_column])
-        return out
-
-
-class _PaddingCollator:
-    """Pads a list of examples to the longest one in the batch; returns a plain ``dict`` of tensors.
-
-    Transfer-set rows (placeholder labels) are marked with a ``label_mask``, see
-    :func:`distill.data.transfer.split_labels`.
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self._collator = DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return split_labels(dict(self._collator(features)))
-
-
-def _hydra_list(values: Sequence[Any]) -> str:
-    """``[a,b]``: a list as typed in a Hydra command-line override."""
-    return "[" + ",".join(str(v) for v in values) + "]"
 
 
 def _str_list(field: str, values: Sequence[Any] | None) -> list[str] | None:
@@ -145,18 +52,6 @@ def _str_list(field: str, values: Sequence[Any] | None) -> list[str] | None:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise DataConfigError([f"data.{field}={values!r} must be a list of strings, e.g. data.{field}=[a,b], or null."])
     return [str(v) for v in values]
-
-
-def _is_text(type_: pa.DataType) -> bool:
-    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
-
-
-def _is_float_text(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 class TextClassificationDataModule(BatchedTextDataModule):
@@ -500,7 +395,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
                     f"{format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
                 )
                 return None
-            self._check_text(dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems)
+            check_text_column(dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems)
         if len(problems) > known_problems:
             return None
         return non_blank_texts(dataset, text_column, config.limit, problems, field="data.transfer", where=where)
@@ -513,7 +408,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
 
     # ------------------------------------------------------------------ checks
 
-    def _check_split(self, split: str, dataset: datasets.Dataset, problems: list[str]) -> _LabelEncoding | None:
+    def _check_split(self, split: str, dataset: datasets.Dataset, problems: list[str]) -> LabelEncoding | None:
         """Checks columns and labels of one split; returns how to encode its labels."""
         where = f"{split} data: {self.data_sources[split]}"
         columns = list(dataset.column_names)
@@ -524,7 +419,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
                 "(the first data row is being read as the header)."
             )
         table = dataset.with_format("arrow")
-        labels: _LabelEncoding | None = None
+        labels: LabelEncoding | None = None
         fields = [
             ("text_column", self.text_column),
             ("text_pair_column", self.text_pair_column),
@@ -540,130 +435,22 @@ class TextClassificationDataModule(BatchedTextDataModule):
                 )
                 header_hint = ""  # once per split is enough
             elif field == "label_column":
-                labels = self._check_labels(dataset, table[column], where, problems)
+                feature = dataset.features.get(column)
+                if self.label_names is None and isinstance(feature, datasets.ClassLabel):
+                    self.label_names = list(feature.names)
+                labels = check_label_column(
+                    table[column], label_column=column, num_labels=self.num_labels,
+                    label_names=self.label_names, where=where, problems=problems,
+                )
             else:
-                self._check_text(table[column], field, column, where, problems)
+                check_text_column(table[column], field, column, where, problems)
         return labels
 
-    @staticmethod
-    def _check_text(values: pa.ChunkedArray, field: str, column: str, where: str, problems: list[str]) -> None:
-        if not _is_text(values.type):
-            problems.append(
-                f"data.{field}={column!r} in the {where} holds {values.type} values, not text. "
-                f"Fix: set data.{field} to a text column."
-            )
-        elif values.null_count:
-            problems.append(
-                f"data.{field}={column!r} in the {where} is missing in {values.null_count} rows. "
-                "Fix: drop or fill those rows."
-            )
-
-    def _check_labels(
-        self, dataset: datasets.Dataset, values: pa.ChunkedArray, where: str, problems: list[str]
-    ) -> _LabelEncoding | None:
-        """Checks the label column against ``num_labels`` / ``label_names``."""
-        field = f"data.label_column={self.label_column!r}"
-        if not is_int(self.num_labels) or self.num_labels < 1:
-            return None  # reported by _check_arguments
-        if pa.types.is_dictionary(values.type):
-            values = values.cast(values.type.value_type)
-        if values.null_count:
-            problems.append(
-                f"{field} in the {where} is empty in {values.null_count} rows. Fix: drop those rows "
-                "or point data.label_column at a column with a label in every row."
-            )
-            return None
-        type_ = values.type
-        numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
-
-        if self.num_labels == 1:
-            if numeric or pa.types.is_decimal(type_):
-                return _LabelEncoding("float")
-            if _is_text(type_):
-                bad = [v for v in pc.unique(values).to_pylist() if not _is_float_text(v)]
-                if not bad:
-                    return _LabelEncoding("float")
-                problems.append(
-                    f"data.num_labels=1 means regression, which needs numeric labels, but {field} in the "
-                    f"{where} holds non-numeric values {format_list(sorted(bad))}. Fix: for classification "
-                    f"set data.num_labels={len(bad)} data.label_names={_hydra_list(sorted(bad))}, or point "
-                    "data.label_column at a numeric column."
-                )
-                return None
-            problems.append(
-                f"data.num_labels=1 (regression) needs numeric labels, but {field} in the {where} holds {type_}."
-            )
-            return None
-
-        feature = dataset.features.get(self.label_column)
-        if self.label_names is None and isinstance(feature, datasets.ClassLabel):
-            self.label_names = list(feature.names)
-
-        if _is_text(type_):
-            seen = sorted(pc.unique(values).to_pylist())
-            if self.label_names is None:
-                problems.append(
-                    f"{field} in the {where} holds string labels {format_list(seen)}, but data.label_names "
-                    "is unset, so they cannot be mapped to class ids. Fix: set "
-                    f"data.label_names={_hydra_list(seen)} (list position = class id) and "
-                    f"data.num_labels={len(seen)}."
-                )
-                return None
-            unknown = [label for label in seen if label not in self.label_names]
-            if unknown:
-                problems.append(
-                    f"data.label_names={self.label_names} does not contain the labels {format_list(unknown)} "
-                    f"found in {field} in the {where}. Allowed: the names in data.label_names. Fix: add them "
-                    "to data.label_names (and data.num_labels), or fix the data."
-                )
-                return None
-            return _LabelEncoding("map", {name: i for i, name in enumerate(self.label_names)})
-
-        if pa.types.is_floating(type_):
-            non_integral = pc.filter(values, pc.not_equal(values, pc.floor(values)))
-            if len(non_integral):
-                examples = sorted(set(non_integral.to_pylist()))
-                problems.append(
-                    f"data.num_labels={self.num_labels} means classification, but {field} in the {where} "
-                    f"holds non-integer labels such as {format_list(examples, 5)}. Fix: for regression "
-                    "set data.num_labels=1 (and data.label_names=null); for classification use class ids "
-                    f"0..{self.num_labels - 1}."
-                )
-                return None
-        elif not (pa.types.is_integer(type_) or pa.types.is_boolean(type_)):
-            problems.append(
-                f"{field} in the {where} holds {type_} values; classification needs integer class ids or "
-                "string labels (with data.label_names). Fix: point data.label_column at the label column."
-            )
-            return None
-
-        self._check_label_range(values, field, where, problems)
-        return _LabelEncoding("int")
-
-    def _check_label_range(self, values: pa.ChunkedArray, field: str, where: str, problems: list[str]) -> None:
-        if len(values) == 0:
-            return
-        ids = values.cast(pa.int64())
-        bounds = pc.min_max(ids).as_py()
-        low, high = bounds["min"], bounds["max"]
-        if low >= 0 and high < self.num_labels:
-            return
-        outside = pc.sum(pc.or_(pc.less(ids, 0), pc.greater_equal(ids, self.num_labels))).as_py()
-        fix = f"set data.num_labels={high + 1} if the classes are 0..{high}, or fix the labels"
-        if low < 0:
-            fix += "; a label of -1 usually marks an unlabelled (test) split: use a labelled split"
-        problems.append(
-            f"data.num_labels={self.num_labels} allows class ids 0..{self.num_labels - 1}, but {field} in the "
-            f"{where} has {outside} labels outside that range (min {low}, max {high}). Fix: {fix}."
-        )
-
-    # ------------------------------------------------------------------ tokenization
-
-    def _tokenize(self, split: str, dataset: datasets.Dataset, labels: _LabelEncoding | None) -> datasets.Dataset:
+    def _tokenize(self, split: str, dataset: datasets.Dataset, labels: LabelEncoding | None) -> datasets.Dataset:
         """Tokenize a split; ``labels=None`` (transfer text) gives placeholder labels."""
         transfer = split == "transfer"
         assert labels is not None or transfer
-        encoder = _Encoder(
+        encoder = TextEncoder(
             tokenizer=self.tokenizer,
             text_column=(self.transfer.text_column or self.text_column) if transfer else self.text_column,
             text_pair_column=self._transfer_pair_column if transfer else self.text_pair_column,
@@ -720,7 +507,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
         return self.val_dataloader()
 
     def _padded_loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler[int]) -> DataLoader:
-        return self._loader(dataset, batch_size, sampler, _PaddingCollator(self.tokenizer))
+        return self._loader(dataset, batch_size, sampler, PaddingCollator(self.tokenizer))
 
     def _prepared_split(self, split: str) -> datasets.Dataset:
         self.prepare()

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, SequentialSampler, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.batching import BatchedTextDataModule, is_int
-from distill.data.datamodule import DataConfigError
+from distill.data.errors import DataConfigError
 from distill.data.sources import FILE_FORMATS, format_list, non_blank_texts, read_text_source
 
 log = logging.getLogger(__name__)

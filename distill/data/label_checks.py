@@ -1,0 +1,157 @@
+"""Checks of a classification split's columns against the data config: text columns hold text,
+labels fit ``num_labels`` / ``label_names``. Each problem names the field, what the data holds and
+the fix; every check appends to one ``problems`` list so all are reported together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from distill.data.batching import is_int
+from distill.data.encoding import LabelEncoding
+from distill.data.sources import format_list
+
+
+def hydra_list(values: Sequence[Any]) -> str:
+    """``[a,b]``: a list as typed in a Hydra command-line override."""
+    return "[" + ",".join(str(v) for v in values) + "]"
+
+
+def is_text_type(type_: pa.DataType) -> bool:
+    """Whether an Arrow column holds strings."""
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_)
+
+
+def _is_float_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def check_text_column(values: pa.ChunkedArray, field: str, column: str, where: str, problems: list[str]) -> None:
+    """A text column must hold strings in every row."""
+    if not is_text_type(values.type):
+        problems.append(
+            f"data.{field}={column!r} in the {where} holds {values.type} values, not text. "
+            f"Fix: set data.{field} to a text column."
+        )
+    elif values.null_count:
+        problems.append(
+            f"data.{field}={column!r} in the {where} is missing in {values.null_count} rows. "
+            "Fix: drop or fill those rows."
+        )
+
+
+def check_label_column(
+    values: pa.ChunkedArray,
+    *,
+    label_column: str,
+    num_labels: int,
+    label_names: list[str] | None,
+    where: str,
+    problems: list[str],
+) -> LabelEncoding | None:
+    """Checks a label column against ``num_labels`` / ``label_names``; returns how to encode it.
+
+    ``label_names`` are the configured names (or a hub ``ClassLabel``'s). Problems are appended to
+    ``problems``, each naming the field, what the data holds and the fix; ``None`` comes back then.
+    """
+    field = f"data.label_column={label_column!r}"
+    if not is_int(num_labels) or num_labels < 1:
+        return None  # reported with the module's arguments
+    if pa.types.is_dictionary(values.type):
+        values = values.cast(values.type.value_type)
+    if values.null_count:
+        problems.append(
+            f"{field} in the {where} is empty in {values.null_count} rows. Fix: drop those rows "
+            "or point data.label_column at a column with a label in every row."
+        )
+        return None
+    type_ = values.type
+    numeric = pa.types.is_integer(type_) or pa.types.is_floating(type_) or pa.types.is_boolean(type_)
+
+    if num_labels == 1:
+        if numeric or pa.types.is_decimal(type_):
+            return LabelEncoding("float")
+        if is_text_type(type_):
+            bad = [v for v in pc.unique(values).to_pylist() if not _is_float_text(v)]
+            if not bad:
+                return LabelEncoding("float")
+            problems.append(
+                f"data.num_labels=1 means regression, which needs numeric labels, but {field} in the "
+                f"{where} holds non-numeric values {format_list(sorted(bad))}. Fix: for classification "
+                f"set data.num_labels={len(bad)} data.label_names={hydra_list(sorted(bad))}, or point "
+                "data.label_column at a numeric column."
+            )
+            return None
+        problems.append(
+            f"data.num_labels=1 (regression) needs numeric labels, but {field} in the {where} holds {type_}."
+        )
+        return None
+
+    if is_text_type(type_):
+        seen = sorted(pc.unique(values).to_pylist())
+        if label_names is None:
+            problems.append(
+                f"{field} in the {where} holds string labels {format_list(seen)}, but data.label_names "
+                "is unset, so they cannot be mapped to class ids. Fix: set "
+                f"data.label_names={hydra_list(seen)} (list position = class id) and "
+                f"data.num_labels={len(seen)}."
+            )
+            return None
+        unknown = [label for label in seen if label not in label_names]
+        if unknown:
+            problems.append(
+                f"data.label_names={label_names} does not contain the labels {format_list(unknown)} "
+                f"found in {field} in the {where}. Allowed: the names in data.label_names. Fix: add them "
+                "to data.label_names (and data.num_labels), or fix the data."
+            )
+            return None
+        return LabelEncoding("map", {name: i for i, name in enumerate(label_names)})
+
+    if pa.types.is_floating(type_):
+        non_integral = pc.filter(values, pc.not_equal(values, pc.floor(values)))
+        if len(non_integral):
+            examples = sorted(set(non_integral.to_pylist()))
+            problems.append(
+                f"data.num_labels={num_labels} means classification, but {field} in the {where} "
+                f"holds non-integer labels such as {format_list(examples, 5)}. Fix: for regression "
+                "set data.num_labels=1 (and data.label_names=null); for classification use class ids "
+                f"0..{num_labels - 1}."
+            )
+            return None
+    elif not (pa.types.is_integer(type_) or pa.types.is_boolean(type_)):
+        problems.append(
+            f"{field} in the {where} holds {type_} values; classification needs integer class ids or "
+            "string labels (with data.label_names). Fix: point data.label_column at the label column."
+        )
+        return None
+
+    check_label_range(values, num_labels, field, where, problems)
+    return LabelEncoding("int")
+
+
+def check_label_range(values: pa.ChunkedArray, num_labels: int, field: str, where: str, problems: list[str]) -> None:
+    """Class ids must lie in ``0..num_labels - 1``; a problem names how many do not, and the fix."""
+    if len(values) == 0:
+        return
+    ids = values.cast(pa.int64())
+    bounds = pc.min_max(ids).as_py()
+    low, high = bounds["min"], bounds["max"]
+    if low >= 0 and high < num_labels:
+        return
+    outside = pc.sum(pc.or_(pc.less(ids, 0), pc.greater_equal(ids, num_labels))).as_py()
+    fix = f"set data.num_labels={high + 1} if the classes are 0..{high}, or fix the labels"
+    if low < 0:
+        fix += "; a label of -1 usually marks an unlabelled (test) split: use a labelled split"
+    problems.append(
+        f"data.num_labels={num_labels} allows class ids 0..{num_labels - 1}, but {field} in the "
+        f"{where} has {outside} labels outside that range (min {low}, max {high}). Fix: {fix}."
+    )
+
+# ------------------------------------------------------------------ tokenization
