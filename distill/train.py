@@ -1,4 +1,4 @@
-"""``train(cfg)``: validate, build, fit, evaluate, report and save, for one run."""
+"""``train(cfg)``: validate, build, fit, evaluate (:mod:`distill.evaluation`), report and save, for one run."""
 
 from __future__ import annotations
 
@@ -14,12 +14,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
+from distill.evaluation import evaluate_models
 from distill.export import save_student
-from distill.models import ModelSpec, build_model, count_parameters, load_tokenizer
+from distill.models import ModelSpec, build_model, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
-from distill.report import compare, measure_latency, render_table
+from distill.report import render_table
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
+from distill.validation.specs import model_spec
+from distill.validation.targets import broken, target_problems
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +81,46 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
     return stages
 
 
-def _prepared_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule:
-    """Build and prepare the data; its problems join ``problems`` and all are raised together."""
-    datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+def _checked_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule | None:
+    """Build the data module and read and check its data (no tokenizing); its problems join
+    ``problems``. ``None`` when it cannot be built (its problems are in ``problems`` already)."""
+    if tokenizer is None or broken("data", target_problems(cfg)):
+        return None  # the tokenizer's or the data node's problem is reported already
     try:
-        datamodule.prepare()
-    except ValueError as error:
-        problems.extend(getattr(error, "problems", [str(error)]))
-    if problems:
-        raise ConfigError(problems)
+        datamodule = instantiate(cfg.data, tokenizer=tokenizer)
+    except ValueError as error:  # DataConfigError from the arguments themselves
+        problems.extend(p for p in getattr(error, "problems", [str(error)]) if p not in problems)
+        return None
+    problems.extend(datamodule.check())
     return datamodule
+
+
+def _prepared_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule:
+    """Every problem found so far and the data's, raised together; else the tokenized data."""
+    datamodule = _checked_data(cfg, tokenizer, problems)
+    if problems or datamodule is None:
+        raise ConfigError(problems)
+    return datamodule.prepare()
+
+
+def _load_tokenizer(spec: ModelSpec | None, field: str, problems: list[str], fallback=None):
+    """``spec``'s tokenizer, or ``None`` with a problem naming ``field`` when it cannot be read."""
+    if spec is None:
+        return fallback
+    try:
+        return load_tokenizer(spec, fallback=fallback)
+    except (OSError, ValueError) as error:  # a missing folder, hub name or package
+        problems.append(f"{field}: cannot load the tokenizer: {error}")
+        return None
+
+
+def _check_pair(problems: list[str], *args, **kwargs) -> None:
+    """:func:`check_model_pair`, its problems (and a model config that cannot be read) joining ``problems``."""
+    try:
+        found = check_model_pair(*args, **kwargs)
+    except (OSError, ValueError) as error:
+        found = [f"teacher/student: cannot read a model config: {error}"]
+    problems.extend(p for p in found if p not in problems)
 
 
 def make_module(
@@ -154,31 +187,30 @@ def build_run(
     problems, teacher_spec, student_spec = check_run_config(cfg)
     for stage in later_stages:
         problems.extend(p for p in check_run_config(stage)[0] if p not in problems)
-    if problems:
-        raise ConfigError(problems)
     if cfg.get("teachers") is not None:
-        return _build_ensemble_run(cfg, student_spec)
+        return _build_ensemble_run(cfg, student_spec, problems)
 
-    teacher_tokenizer = load_tokenizer(teacher_spec) if teacher_spec is not None else None
-    if student_spec.init_from_teacher_layers is not None and not student_spec.init_source:
-        student_tokenizer = teacher_tokenizer
-    else:
-        student_tokenizer = load_tokenizer(student_spec, fallback=teacher_tokenizer)
-    loss = instantiate(cfg.loss)
+    # One pass: what the model configs, tokenizers and data say joins the config's problems, so a run
+    # is refused once with all of them (nothing is tokenized and no weights load before that).
+    teacher_tokenizer = _load_tokenizer(teacher_spec, "teacher", problems)
+    student_tokenizer = None
+    if student_spec is not None:
+        if student_spec.init_from_teacher_layers is not None and not student_spec.init_source:
+            student_tokenizer = teacher_tokenizer
+        else:
+            student_tokenizer = _load_tokenizer(student_spec, "student", problems, fallback=teacher_tokenizer)
+    # A loss with a problem of its own (an unknown key, a bad temperature) is not built again.
+    loss = None if any(p.startswith("loss") for p in problems) else instantiate(cfg.loss)
+    later_losses = [instantiate(stage.loss) for stage in later_stages] if loss is not None else []
     num_labels = run_num_labels(cfg)
-    problems = check_model_pair(
-        teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer, task=cfg.task
-    )
-    later_losses = [instantiate(stage.loss) for stage in later_stages]
-    for later_loss in later_losses:
-        problems.extend(
-            p
-            for p in check_model_pair(
-                teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task
-            )
-            if p not in problems
+    specs_sound = not any(p.startswith(("teacher", "student")) for p in problems)
+    if student_spec is not None and specs_sound:
+        _check_pair(
+            problems, teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer, task=cfg.task
         )
-    datamodule = _prepared_data(cfg, student_tokenizer, problems)
+        for later_loss in later_losses:
+            _check_pair(problems, teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task)
+    datamodule = _prepared_data(cfg, student_tokenizer or teacher_tokenizer, problems)
 
     # Seed before any model is built: a config-built (random) teacher must be the same on every
     # rank, since the teacher is not a registered module and DDP does not broadcast it.
@@ -195,16 +227,26 @@ def build_run(
     return module, datamodule, make_trainer(cfg), extras
 
 
-def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec):
+def _ensemble_tokenizer(cfg: DictConfig, student_spec: ModelSpec | None, problems: list[str]):
+    """A tokenizer to check the data with when the teachers' config has problems: the student's, or
+    the first teacher's that names one."""
+    teacher_specs = [model_spec(cfg, f"teachers.{name}.model", []) for name in cfg.teachers]
+    for spec in (student_spec, *teacher_specs):
+        if spec is not None and (spec.tokenizer or spec.name_or_path or spec.init_source):
+            return _load_tokenizer(spec, "tokenizer", problems)
+    return None
+
+
+def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_problems: list[str]):
     """:func:`build_run` with several teachers (``teachers``, ``teacher_ensemble``; the design is
     :class:`distill.module.TeacherEnsemble`). Each teacher is checked against the student (vocab,
     tokenizer, and in ``per_teacher`` mode its own loss bound to it, problems under
     ``teachers.<name>``), fine-tuned through the cache when it asks, built and frozen. A student made
     of teacher layers copies the primary teacher (else the first listed)."""
+    if config_problems:  # the teachers' model pairs need sound specs; the data is still read and checked
+        _prepared_data(cfg, _ensemble_tokenizer(cfg, student_spec, config_problems), config_problems)
     loss = instantiate(cfg.loss)
     problems, specs = check_teachers(cfg, loss)
-    if problems:
-        raise ConfigError(problems)
     mode = cfg.teacher_ensemble.get("mode", "average")
     primary = cfg.teacher_ensemble.get("primary")
     source_name = primary or next(iter(specs))
@@ -250,105 +292,6 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec):
     module = make_module(cfg, student, None, loss, num_labels, ensemble=ensemble)
     extras = {"teacher_specs": built_specs, "tokenizer": student_tokenizer, "later_losses": []}
     return module, datamodule, make_trainer(cfg), extras
-
-
-#: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
-#: the run's objective on the eval text (``val/loss/total``; lower is better).
-EVAL_LOSS = "eval_loss"
-
-
-def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
-    """Dev metrics of student (and teacher), parameters and CPU latency per batch.
-
-    Without class predictions (``task`` masked_lm or feature_extraction) the student's figure is
-    ``eval_loss`` (the objective on the eval text, each term also under ``eval_terms``) and, for
-    masked_lm, both models' ``mlm_ce`` (cross-entropy on the masked eval tokens).
-    """
-    results = trainer.validate(module, datamodule=datamodule, verbose=False)
-    scores = results[0] if results else {}  # empty when trainer.limit_val_batches=0
-    if not module.classification:
-        return _evaluate_without_classes(module, datamodule, scores, cfg)
-    metric_names = list(cfg.module.metrics)
-    batch = next(iter(datamodule.val_dataloader()))
-    size = int(cfg.report.latency_batch_size)
-    inputs = {key: value[:size] for key, value in batch.items() if key != "labels"}
-
-    def figures(model, prefix: str) -> dict[str, Any]:
-        result = {
-            name: float(scores[f"{prefix}{name}"]) if f"{prefix}{name}" in scores else None
-            for name in metric_names
-        }
-        result["params"] = count_parameters(model)
-        if cfg.report.latency_repeats:
-            result["latency_ms"] = measure_latency(
-                model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats)
-            )
-        return result
-
-    if module.ensemble is not None:
-        return _ensemble_summary(module, scores, figures, metric_names)
-    teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
-    student = figures(module.student, "val/")
-    if teacher is not None and "val/teacher_accuracy" in scores:
-        student["teacher_agreement"] = float(scores["val/teacher_accuracy"])
-    return compare(teacher, student, metric_names[0])
-
-
-def _ensemble_summary(module: DistillationModule, scores: dict, figures, metric_names: list[str]) -> dict:
-    """Several teachers: ``teachers`` holds each teacher's figures; ``teacher`` is the ensemble, the
-    reference for retention, speed-up and compression (its metrics from ``val/ensemble/``, its
-    parameters and latency the sum over its members, which all run), ``members`` its teachers."""
-    teachers = {name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()}
-    ensemble: dict[str, Any] = {
-        name: float(scores[f"val/ensemble/{name}"]) if f"val/ensemble/{name}" in scores else None
-        for name in metric_names
-    }
-    ensemble["params"] = sum(entry["params"] for entry in teachers.values())
-    if all(entry.get("latency_ms") for entry in teachers.values()):
-        ensemble["latency_ms"] = sum(entry["latency_ms"] for entry in teachers.values())
-    ensemble["members"] = {name: module.ensemble.weights[name] for name in teachers}
-    ensemble["mode"] = module.ensemble.mode
-    student = figures(module.student, "val/")
-    if "val/ensemble_accuracy" in scores:
-        student["teacher_agreement"] = float(scores["val/ensemble_accuracy"])
-    summary = compare(ensemble, student, metric_names[0])
-    summary["teachers"] = teachers
-    return summary
-
-
-def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
-    batch = next(iter(datamodule.val_dataloader()))
-    size = int(cfg.report.latency_batch_size)
-    return {key: value[:size] for key, value in batch.items() if key not in ("labels", "label_mask")}
-
-
-def _evaluate_without_classes(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
-    inputs = _latency_inputs(datamodule, cfg)
-
-    def figures(model, prefix: str) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        if f"{prefix}mlm_ce" in scores:
-            result["mlm_ce"] = float(scores[f"{prefix}mlm_ce"])
-        result["params"] = count_parameters(model)
-        if cfg.report.latency_repeats:
-            result["latency_ms"] = measure_latency(model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats))
-        return result
-
-    student = figures(module.student, "val/")
-    student[EVAL_LOSS] = float(scores["val/loss/total"]) if "val/loss/total" in scores else None
-    student["eval_terms"] = {
-        key.removeprefix("val/loss/"): float(value)
-        for key, value in scores.items()
-        if key.startswith("val/loss/") and key != "val/loss/total"
-    }
-    # The teacher has no distillation loss of its own; for masked_lm its mlm_ce is the reference.
-    teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
-    summary = compare(teacher, student, EVAL_LOSS)
-    if module.ensemble is not None:
-        summary["teachers"] = {
-            name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()
-        }
-    return summary
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

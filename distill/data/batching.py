@@ -4,6 +4,10 @@
 (:class:`~distill.data.datamodule.TextClassificationDataModule`) and the pre-training corpus module
 (:class:`~distill.data.mlm.TextCorpusDataModule`) have in common, checks them (each problem names
 its ``data.`` field and the allowed values), picks the training order and builds the loaders.
+
+Preparing is two steps: :meth:`~BatchedTextDataModule.check` reads the data and checks it against
+the config (no tokenizing), so a run can report the data's problems together with the config's and
+the models' before any work is done; :meth:`~BatchedTextDataModule.prepare` then tokenizes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 from transformers import PreTrainedTokenizerBase
 
+from distill.data.errors import DataConfigError
 from distill.data.sampling import LengthGroupedSampler
 
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
@@ -30,8 +35,10 @@ def is_int(value: Any) -> bool:
 class BatchedTextDataModule(L.LightningDataModule):
     """Base of the text data modules: batching settings, their checks, the training order, loaders.
 
-    Subclasses fill ``train_dataset`` / ``eval_dataset`` and ``train_lengths`` (token count per
-    training example) when they prepare, and call :meth:`_batching_problems` among their checks.
+    Subclasses implement :meth:`_read_and_check` (load the raw data, return every problem, no
+    tokenizing) and :meth:`_build` (tokenize what was read: fill ``train_dataset`` / ``eval_dataset``
+    and ``train_lengths``, the token count per training example), and call
+    :meth:`_batching_problems` among their checks.
 
     Args:
         tokenizer: the models' tokenizer.
@@ -71,6 +78,47 @@ class BatchedTextDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.train_lengths: list[int] = []
+        self._problems: list[str] | None = None  # set by check()
+        self._prepared = False
+
+    def check(self) -> list[str]:
+        """Reads the data and checks it against the config, without tokenizing. Idempotent.
+
+        Returns:
+            Every problem found (empty when the data fits), each naming its ``data.`` field, the
+            value, what the data allows and the fix.
+        """
+        if self._problems is None:
+            self._problems = self._read_and_check()
+        return self._problems
+
+    def prepare(self):
+        """Checks (:meth:`check`) and tokenizes the data. Idempotent.
+
+        Returns:
+            ``self``, prepared.
+
+        Raises:
+            DataConfigError: listing every problem :meth:`check` found.
+        """
+        if self._prepared:
+            return self
+        problems = self.check()
+        if problems:
+            raise DataConfigError(problems)
+        self._build()
+        self._prepared = True
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        """Lightning hook: prepares the data unless :meth:`prepare` already ran."""
+        self.prepare()
+
+    def _read_and_check(self) -> list[str]:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
 
     def _batching_problems(self) -> list[str]:
         """Problems with the shared settings, each naming its ``data.`` field and the allowed values."""

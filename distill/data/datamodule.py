@@ -1,8 +1,10 @@
 """Lightning data module for single-sentence and sentence-pair classification or regression.
 
-One config serves a local file (GLUE TSV, CSV, JSON lines, Parquet) and, when that file is
-absent, the same task on the Hugging Face hub. :meth:`TextClassificationDataModule.prepare`
-loads both splits, checks the config against what the data really holds, and tokenizes; every
+One config serves a local file (GLUE TSV, CSV, JSON lines, Parquet) or, when no file is configured,
+the same task on the Hugging Face hub; a configured file that does not exist is an error, never a
+silent switch to the hub. :meth:`TextClassificationDataModule.check`
+loads both splits and checks the config against what the data really holds; ``prepare`` then
+tokenizes. Every
 problem it finds is reported at once in a :class:`DataConfigError`, each naming the config field,
 the bad value, what the data allows, and how to fix it.
 """
@@ -65,12 +67,11 @@ class TextClassificationDataModule(BatchedTextDataModule):
         tokenizer: the tokenizer of the student (and teacher, which must share its vocabulary).
         train_file: local training file; relative paths resolve against the working directory.
         eval_file: local evaluation file.
-        hub_dataset: Hugging Face hub dataset (e.g. ``"glue"``) used when no local file is set,
-            or when a set file is missing and ``fallback_to_hub`` is true.
+        hub_dataset: Hugging Face hub dataset (e.g. ``"glue"``) used for a split whose file is
+            unset (``None``). A set file that does not exist is an error naming the path tried.
         hub_subset: hub config name (e.g. ``"sst2"``).
         hub_train_split: hub split used for training.
         hub_eval_split: hub split used for evaluation.
-        fallback_to_hub: load from the hub when a local file is missing (instead of failing).
         file_format: one of :data:`FILE_FORMATS`; ``None`` infers it from each file's extension.
         column_names: column names for CSV/TSV files without a header row (e.g. CoLA). Not
             allowed for JSON/Parquet files; ignored for hub data.
@@ -116,7 +117,6 @@ class TextClassificationDataModule(BatchedTextDataModule):
         hub_subset: str | None = None,
         hub_train_split: str = "train",
         hub_eval_split: str = "validation",
-        fallback_to_hub: bool = True,
         file_format: str | None = None,
         column_names: Sequence[str] | None = None,
         text_column: str = "sentence",
@@ -153,7 +153,6 @@ class TextClassificationDataModule(BatchedTextDataModule):
         self.hub_subset = hub_subset
         self.hub_train_split = hub_train_split
         self.hub_eval_split = hub_eval_split
-        self.fallback_to_hub = fallback_to_hub
         self.file_format = None if file_format is None else str(file_format).lower()
         self.column_names = _str_list("column_names", column_names)
         self.text_column = text_column
@@ -171,7 +170,10 @@ class TextClassificationDataModule(BatchedTextDataModule):
         self._mixed_train: datasets.Dataset | None = None
         self.data_sources: dict[str, str] = {}
         self._file_formats: dict[str, str] = {}
-        self._prepared = False
+        # What check() read, kept for tokenizing: raw splits, their label encodings, transfer text.
+        self._raw: dict[str, datasets.Dataset] = {}
+        self._encodings: dict[str, LabelEncoding | None] = {}
+        self._transfer_raw: datasets.Dataset | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -180,49 +182,34 @@ class TextClassificationDataModule(BatchedTextDataModule):
 
     # ------------------------------------------------------------------ preparation
 
-    def prepare(self) -> TextClassificationDataModule:
-        """Loads, checks and tokenizes both splits. Idempotent.
-
-        Returns:
-            ``self``, prepared.
-
-        Raises:
-            DataConfigError: listing every problem found (bad arguments, missing files, missing
-                columns, labels that don't fit ``num_labels`` / ``label_names``).
-        """
-        if self._prepared:
-            return self
+    def _read_and_check(self) -> list[str]:
+        """Loads both splits (and the transfer text) and checks them; keeps what it read for :meth:`_build`."""
         problems = self._check_arguments()
-        raw: dict[str, datasets.Dataset] = {}
         full_train = None
         for split in _SPLITS:
             dataset = self._load_split(split, problems)
             if dataset is not None:
                 full_train = dataset if split == "train" else full_train
-                raw[split] = self._apply_limit(split, dataset)
-        encodings = {split: self._check_split(split, dataset, problems) for split, dataset in raw.items()}
-        transfer_raw = self._load_transfer(full_train, problems) if self.transfer.enabled else None
-        if problems:
-            raise DataConfigError(problems)
+                self._raw[split] = self._apply_limit(split, dataset)
+        self._encodings = {split: self._check_split(split, dataset, problems) for split, dataset in self._raw.items()}
+        self._transfer_raw = self._load_transfer(full_train, problems) if self.transfer.enabled else None
+        return problems
 
-        tokenized = {split: self._tokenize(split, raw[split], encodings[split]) for split in _SPLITS}
+    def _build(self) -> None:
+        """Tokenizes what :meth:`_read_and_check` read (and found valid)."""
+        tokenized = {split: self._tokenize(split, self._raw[split], self._encodings[split]) for split in _SPLITS}
         self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["eval"]
         self.train_lengths = self._lengths(self.train_dataset)
         self.eval_lengths = self._lengths(self.eval_dataset)
-        if transfer_raw is not None:
-            transfer = self._tokenize("transfer", transfer_raw, None)
+        if self._transfer_raw is not None:
+            transfer = self._tokenize("transfer", self._transfer_raw, None)
             self.transfer_dataset = transfer.cast(self.train_dataset.features)
             self.transfer_lengths = self._lengths(self.transfer_dataset)
             self._mixed_train = datasets.concatenate_datasets([self.train_dataset, self.transfer_dataset])
-        self._prepared = True
-        for split in (*_SPLITS, "transfer") if transfer_raw is not None else _SPLITS:
+        self._raw, self._transfer_raw = {}, None  # the tokenized sets replace them
+        for split in (*_SPLITS, "transfer") if self.transfer_dataset is not None else _SPLITS:
             count = len(self.transfer_dataset if split == "transfer" else tokenized[split])
             log.info("%s split: %d examples from %s", split, count, self.data_sources[split])
-        return self
-
-    def setup(self, stage: str | None = None) -> None:
-        """Lightning hook: prepares the data unless :meth:`prepare` already ran."""
-        self.prepare()
 
     def _check_arguments(self) -> list[str]:
         """Problems with the arguments themselves, before looking at any data."""
@@ -282,24 +269,22 @@ class TextClassificationDataModule(BatchedTextDataModule):
         file = self.train_file if split == "train" else self.eval_file
         if file is None:
             if self.hub_dataset:
-                return self._load_hub(split, problems, missing_file=None)
+                return self._load_hub(split, problems)
             problems.append(
                 f"{file_field} and data.hub_dataset are both unset: there is no {split} data. Fix: set "
                 f"{file_field}=/path/to/{split}.tsv, or data.hub_dataset (e.g. data.hub_dataset=glue "
-                "data.hub_subset=sst2) to load from the Hugging Face hub."
+                "data.hub_subset=sst2) to load from the Hugging Face hub. (The task configs read their "
+                "files from paths.data_dir, i.e. DISTILL_DATA_DIR: is it set?)"
             )
             return None
 
         path = resolve_path(file)
         if path.is_file():
             return self._load_file(split, path, problems)
-        if not path.exists() and self.hub_dataset and self.fallback_to_hub:
-            log.warning("%s %s not found; loading %s from the hub instead.", file_field, path, self._hub_name(split))
-            return self._load_hub(split, problems, missing_file=path)
         if self.hub_dataset:
-            alternative = f", or set data.fallback_to_hub=true to load {self._hub_name(split)} instead"
+            alternative = f", or set {file_field}=null to load {self._hub_name(split)} from the Hugging Face hub"
         else:
-            alternative = ", or set data.hub_dataset / data.hub_subset to load it from the Hugging Face hub"
+            alternative = f", or set {file_field}=null and data.hub_dataset / data.hub_subset to load it from the hub"
         problems.append(missing_file_problem(file_field, file, path, alternative))
         return None
 
@@ -332,12 +317,11 @@ class TextClassificationDataModule(BatchedTextDataModule):
     def _hub_split(self, split: str) -> str:
         return self.hub_train_split if split == "train" else self.hub_eval_split
 
-    def _load_hub(self, split: str, problems: list[str], missing_file: Path | None) -> datasets.Dataset | None:
+    def _load_hub(self, split: str, problems: list[str]) -> datasets.Dataset | None:
         assert self.hub_dataset is not None
         dataset = read_hub_split(
             self.hub_dataset, self.hub_subset, self._hub_split(split), problems,
             field="data.hub_dataset",
-            why=f"data.{split}_file {missing_file} does not exist, and " if missing_file else "",
             fix=(
                 f"point data.{split}_file at a local file, or check data.hub_dataset / data.hub_subset / "
                 f"data.hub_{split}_split and hub access."

@@ -252,7 +252,11 @@ class TextSource:
         source = cls(**dict(value))
         problems = []
         if (source.file is None) == (source.hub_dataset is None):
-            problems.append(f"{field}: set exactly one of file or hub_dataset")
+            problems.append(
+                f"{field}: set exactly one of file or hub_dataset"
+                + (" (the data configs name their files under paths.data_dir, i.e. DISTILL_DATA_DIR: is it set?)"
+                   if source.file is None else "")
+            )
         if source.file_format is not None and str(source.file_format).lower() not in FILE_FORMATS:
             problems.append(
                 f"{field}.file_format={source.file_format!r} is not supported; allowed: {list(FILE_FORMATS)} "
@@ -372,7 +376,7 @@ class TextCorpusDataModule(BatchedTextDataModule):
         self.eval_dataset: datasets.Dataset | None = None
         self.weights: torch.Tensor | None = None
         self.data_sources: dict[str, list[str]] = {"train": [], "eval": []}
-        self._prepared = False
+        self._texts: dict[str, list[datasets.Dataset]] = {"train": [], "eval": []}  # read by check()
 
     # ------------------------------------------------------------------ preparation
 
@@ -396,39 +400,30 @@ class TextCorpusDataModule(BatchedTextDataModule):
             problems.append("data.mlm_probability > 0 needs a tokenizer with a mask token; set data.mlm_probability=0")
         return problems
 
-    def prepare(self) -> TextCorpusDataModule:
-        """Loads, checks and tokenizes both splits, and counts tokens for the smoothing. Idempotent.
-
-        Raises:
-            DataConfigError: every problem found, each naming its field.
-        """
-        if self._prepared:
-            return self
+    def _read_and_check(self) -> list[str]:
+        """Reads every source of both splits and checks it; keeps the texts for :meth:`_build`."""
         problems = self._check_arguments()
-        texts: dict[str, list[datasets.Dataset]] = {"train": [], "eval": []}
         if not problems:
             for split, sources in (("train", self.train_sources), ("eval", self.eval_sources)):
                 for index, source in enumerate(sources):
                     dataset = self._load_source(source, f"data.{split}_sources[{index}]", split, problems)
                     if dataset is not None:
-                        texts[split].append(dataset)
-        if problems:
-            raise DataConfigError(problems)
-        self.train_dataset = self._tokenize("train", texts["train"], self.train_limit)
-        self.eval_dataset = self._tokenize("eval", texts["eval"], self.eval_limit)
+                        self._texts[split].append(dataset)
+        return problems
+
+    def _build(self) -> None:
+        """Tokenizes both splits and counts tokens for the masking's frequency smoothing."""
+        self.train_dataset = self._tokenize("train", self._texts["train"], self.train_limit)
+        self.eval_dataset = self._tokenize("eval", self._texts["eval"], self.eval_limit)
+        self._texts = {"train": [], "eval": []}
         self.train_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
         counts = np.bincount(
             np.concatenate([np.asarray(ids, dtype=np.int64) for ids in self.train_dataset["input_ids"]]),
             minlength=len(self.tokenizer),
         )
         self.weights = token_weights(torch.as_tensor(counts), float(self.mlm_smoothing), self.tokenizer.all_special_ids)
-        self._prepared = True
         for split, dataset in (("train", self.train_dataset), ("eval", self.eval_dataset)):
             log.info("%s text: %d examples from %s", split, len(dataset), "; ".join(self.data_sources[split]))
-        return self
-
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare()
 
     def _load_source(self, source: TextSource, field: str, split: str, problems: list[str]) -> datasets.Dataset | None:
         read = read_text_source(

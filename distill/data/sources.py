@@ -141,14 +141,14 @@ def read_file(
 
 
 def read_hub_split(
-    name: str, subset: str | None, split: str, problems: list[str], *, field: str, fix: str, why: str = ""
+    name: str, subset: str | None, split: str, problems: list[str], *, field: str, fix: str
 ) -> datasets.Dataset | None:
-    """Loads a hub split; on failure records ``<field>: <why>loading ... failed: <error>. Fix: <fix>``."""
+    """Loads a hub split; on failure records ``<field>: loading ... failed: <error>. Fix: <fix>``."""
     try:
         return load_hub_split(name, subset, split)
     except Exception as error:  # reported as a problem, with the field that caused it
         problems.append(
-            f"{field}: {why}loading {hub_name(name, subset, split)} from the Hugging Face hub failed: "
+            f"{field}: loading {hub_name(name, subset, split)} from the Hugging Face hub failed: "
             f"{type(error).__name__}: {error}. Fix: {fix}"
         )
         return None

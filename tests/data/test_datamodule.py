@@ -351,10 +351,12 @@ def test_all_problems_are_reported_together(tokenizer: Any, tmp_path: Path) -> N
     assert pickle.loads(pickle.dumps(error)).problems == error.problems
 
 
-# ---------------------------------------------------------------------- hub fallback
+# ---------------------------------------------------------------------- files and the hub
 
 
-def test_missing_file_falls_back_to_the_hub(tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_is_read_only_when_no_file_is_configured(
+    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datasets
 
     calls = []
@@ -366,16 +368,19 @@ def test_missing_file_falls_back_to_the_hub(tokenizer: Any, tmp_path: Path, monk
         return datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
 
     monkeypatch.setattr(sources_module, "load_hub_split", fake_hub)
-    dm = _prepared(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
+    dm = _prepared(tokenizer, hub_dataset="glue", hub_subset="sst2")
     assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
     assert dm.train_dataset["labels"] == [1, 0]
     assert dm.label_names == ["negative", "positive"]  # from the hub's ClassLabel
     assert dm.data_sources["train"] == "hub dataset glue/sst2 split 'train'"
 
-    error = _config_error(
-        tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2", fallback_to_hub=False
-    )
-    assert "data.fallback_to_hub=true" in error.problems[0] and str(tmp_path / "absent.tsv") in error.problems[0]
+    # A named file that does not exist is an error naming the path, never a silent switch to the hub.
+    calls.clear()
+    error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
+    assert calls == [("glue", "sst2", "validation")]  # the eval split (no file named) still reads the hub
+    (problem,) = error.problems
+    assert problem.startswith("data.train_file=") and str(tmp_path / "absent.tsv") in problem
+    assert "file not found" in problem and "data.train_file=null" in problem
 
 
 def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,10 +388,10 @@ def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: py
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(sources_module, "load_hub_split", offline)
-    error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
-    assert len(error.problems) == 2
-    assert "glue/sst2" in error.problems[0] and "hub unreachable" in error.problems[0]
-    assert str(tmp_path / "absent.tsv") in error.problems[0]
+    error = _config_error(tokenizer, hub_dataset="glue", hub_subset="sst2")
+    assert len(error.problems) == 2  # both splits
+    assert "glue/sst2 split 'train'" in error.problems[0] and "hub unreachable" in error.problems[0]
+    assert "glue/sst2 split 'validation'" in error.problems[1]
 
 
 def test_hydra_instantiation_with_list_config(tokenizer: Any, tmp_path: Path) -> None:

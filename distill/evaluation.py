@@ -1,0 +1,110 @@
+"""After training: the dev metrics of student and teacher(s), their sizes and CPU latency, compared."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+
+from distill.models import count_parameters
+from distill.module import DistillationModule
+from distill.report import compare, measure_latency
+
+#: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
+#: the run's objective on the eval text (``val/loss/total``; lower is better).
+EVAL_LOSS = "eval_loss"
+
+
+def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
+    """Dev metrics of student (and teacher), parameters and CPU latency per batch.
+
+    Without class predictions (``task`` masked_lm or feature_extraction) the student's figure is
+    ``eval_loss`` (the objective on the eval text, each term also under ``eval_terms``) and, for
+    masked_lm, both models' ``mlm_ce`` (cross-entropy on the masked eval tokens).
+    """
+    results = trainer.validate(module, datamodule=datamodule, verbose=False)
+    scores = results[0] if results else {}  # empty when trainer.limit_val_batches=0
+    if not module.classification:
+        return _evaluate_without_classes(module, datamodule, scores, cfg)
+    metric_names = list(cfg.module.metrics)
+    batch = next(iter(datamodule.val_dataloader()))
+    size = int(cfg.report.latency_batch_size)
+    inputs = {key: value[:size] for key, value in batch.items() if key != "labels"}
+
+    def figures(model, prefix: str) -> dict[str, Any]:
+        result = {
+            name: float(scores[f"{prefix}{name}"]) if f"{prefix}{name}" in scores else None
+            for name in metric_names
+        }
+        result["params"] = count_parameters(model)
+        if cfg.report.latency_repeats:
+            result["latency_ms"] = measure_latency(
+                model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats)
+            )
+        return result
+
+    if module.ensemble is not None:
+        return _ensemble_summary(module, scores, figures, metric_names)
+    teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
+    student = figures(module.student, "val/")
+    if teacher is not None and "val/teacher_accuracy" in scores:
+        student["teacher_agreement"] = float(scores["val/teacher_accuracy"])
+    return compare(teacher, student, metric_names[0])
+
+
+def _ensemble_summary(module: DistillationModule, scores: dict, figures, metric_names: list[str]) -> dict:
+    """Several teachers: ``teachers`` holds each teacher's figures; ``teacher`` is the ensemble, the
+    reference for retention, speed-up and compression (its metrics from ``val/ensemble/``, its
+    parameters and latency the sum over its members, which all run), ``members`` its teachers."""
+    teachers = {name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()}
+    ensemble: dict[str, Any] = {
+        name: float(scores[f"val/ensemble/{name}"]) if f"val/ensemble/{name}" in scores else None
+        for name in metric_names
+    }
+    ensemble["params"] = sum(entry["params"] for entry in teachers.values())
+    if all(entry.get("latency_ms") for entry in teachers.values()):
+        ensemble["latency_ms"] = sum(entry["latency_ms"] for entry in teachers.values())
+    ensemble["members"] = {name: module.ensemble.weights[name] for name in teachers}
+    ensemble["mode"] = module.ensemble.mode
+    student = figures(module.student, "val/")
+    if "val/ensemble_accuracy" in scores:
+        student["teacher_agreement"] = float(scores["val/ensemble_accuracy"])
+    summary = compare(ensemble, student, metric_names[0])
+    summary["teachers"] = teachers
+    return summary
+
+
+def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
+    batch = next(iter(datamodule.val_dataloader()))
+    size = int(cfg.report.latency_batch_size)
+    return {key: value[:size] for key, value in batch.items() if key not in ("labels", "label_mask")}
+
+
+def _evaluate_without_classes(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
+    inputs = _latency_inputs(datamodule, cfg)
+
+    def figures(model, prefix: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if f"{prefix}mlm_ce" in scores:
+            result["mlm_ce"] = float(scores[f"{prefix}mlm_ce"])
+        result["params"] = count_parameters(model)
+        if cfg.report.latency_repeats:
+            result["latency_ms"] = measure_latency(model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats))
+        return result
+
+    student = figures(module.student, "val/")
+    student[EVAL_LOSS] = float(scores["val/loss/total"]) if "val/loss/total" in scores else None
+    student["eval_terms"] = {
+        key.removeprefix("val/loss/"): float(value)
+        for key, value in scores.items()
+        if key.startswith("val/loss/") and key != "val/loss/total"
+    }
+    # The teacher has no distillation loss of its own; for masked_lm its mlm_ce is the reference.
+    teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
+    summary = compare(teacher, student, EVAL_LOSS)
+    if module.ensemble is not None:
+        summary["teachers"] = {
+            name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()
+        }
+    return summary
