@@ -76,6 +76,7 @@ def finetuned_teacher_path(
         scheduler=partial(get_scheduler, "linear"),
         warmup_ratio=settings["warmup_ratio"],
         num_labels=num_labels,
+        metrics=(),  # it trains without validating (limit_val_batches=0): no metrics, whatever the task
     )
     trainer = L.Trainer(
         accelerator=accelerator,

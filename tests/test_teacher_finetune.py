@@ -2,6 +2,8 @@
 
 import logging
 
+import pytest
+
 from conftest import TINY_RUN, compose
 from distill.train import train
 
@@ -35,3 +37,36 @@ def test_runs_with_other_seeds_share_the_teacher(data_dir, tmp_path, caplog):
     train(compose([*common, "seed=1"], tmp_path / "b"))
     assert len(list((tmp_path / "cache" / "teachers").iterdir())) == 1
     assert "reusing fine-tuned weights" in caplog.text
+
+
+#: Each task type through the fine-tune-first path: (data option, extra overrides, headline metric).
+TASKS = {
+    "single sentence": ("sst2", [], "accuracy"),
+    "sentence pair": ("mrpc", ["module.metrics=[accuracy,f1]"], "accuracy"),
+    "string labels": ("rte", [], "accuracy"),
+    "headerless file": ("cola", ["module.metrics=[matthews,accuracy]"], "matthews"),
+    "regression": ("stsb", ["loss=regression", "module.metrics=[pearson,spearman]"], "pearson"),
+    "generic pointed at files": (
+        "generic",
+        [
+            "data.train_file=${paths.data_dir}/rte/train.tsv",
+            "data.eval_file=${paths.data_dir}/rte/dev.tsv",
+            "data.text_column=sentence1",
+            "data.text_pair_column=sentence2",
+            "data.label_names=[entailment,not_entailment]",
+        ],
+        "accuracy",
+    ),
+}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_every_task_config_runs_with_a_teacher_fine_tuned_first(task, data_dir, tmp_path, caplog):
+    data, extra, metric = TASKS[task]
+    caplog.set_level(logging.INFO, logger="distill.teacher_finetune")
+    cfg = compose([*TINY_RUN, f"data={data}", *extra, "++teacher.finetune.max_steps=2"], tmp_path)
+    summary = train(cfg)
+    assert "fine-tuning" in caplog.text  # the teacher was fine-tuned on this task's data first
+    assert summary["metric"] == metric
+    for model in ("teacher", "student"):
+        assert summary[model][metric] is not None and -1.0 <= summary[model][metric] <= 1.0
