@@ -1,0 +1,35 @@
+"""Every experiment YAML runs: composed, validated, and trained for one step with its own models
+and data (``trainer.fast_dev_run``), so a broken experiment fails CI rather than a user's run.
+
+The ``*_hub`` experiments need the Hugging Face hub (bert-base-uncased, hub data): they are only
+composed and checked from the config alone (tests/test_cli.py, every experiment).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import compose
+from distill.train import train
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "distill" / "conf" / "experiment").glob("*.yaml"))
+HUB_EXPERIMENTS = [name for name in EXPERIMENTS if name.endswith("_hub")]
+
+#: Small budgets on the experiments' own models: one training and one validation batch, teachers
+#: fine-tuned for 2 steps, a few examples, no latency measurement.
+QUICK = ["trainer.fast_dev_run=true", "data.train_limit=64", "data.eval_limit=16", "report.latency_repeats=0"]
+TEACHER_FINETUNE = {
+    "multi_teacher": ["teachers.a.model.finetune.max_steps=2", "teachers.b.model.finetune.max_steps=2"],
+    "distilbert_general": [],
+    "distilbert_teacher": [],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name not in HUB_EXPERIMENTS])
+def test_experiment_trains_one_step(experiment, data_dir, tmp_path):
+    finetune = TEACHER_FINETUNE.get(experiment, ["teacher.finetune.max_steps=2"])
+    cfg = compose([f"experiment={experiment}", *QUICK, *finetune], tmp_path)
+    summary = train(cfg)
+    assert summary["metric"] in summary["student"]
+    assert (tmp_path / "run" / "metrics.json").is_file()
