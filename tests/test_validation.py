@@ -232,3 +232,16 @@ def test_module_widths_must_match_without_projection(data_dir, tmp_path):
     assert ("loss.terms.module: projection=null needs equal widths: student module "
             "'bert.encoder.layer.0.output.dense' (width 16, student bert) vs teacher module "
             "'bert.encoder.layer.1.output.dense' (width 32, teacher bert)") in problems
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("+module.warmup_ratoi=0.2", "module.warmup_ratoi: unknown key; did you mean 'warmup_ratio'?"),
+        ("+report.latency_repeat=5", "report.latency_repeat: unknown key; did you mean 'latency_repeats'?"),
+    ],
+)
+def test_unknown_key_in_a_plain_node_is_refused_with_a_suggestion(override, expected, tmp_path):
+    problems, _, _ = check_run_config(compose([*TINY_RUN, override], tmp_path))
+    (problem,) = problems
+    assert problem.startswith(expected) and "(valid: " in problem
