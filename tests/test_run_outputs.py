@@ -3,12 +3,16 @@ read (umask modes), class names in the saved student, no folder for a refused ru
 sized for sweeps (distill/train.py, distill/cli.py, distill/run_folder.py, distill/checkpoints.py,
 distill/conf/data/, distill/conf/callbacks/default.yaml)."""
 
+import os
 import re
 import stat
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, pipeline
+
 from conftest import TINY_RUN, compose
-from test_cli import CONF_DIR
+from test_cli import CONF_DIR, run_cli
 
 #: The class names each GLUE classification config gives its students (stsb: regression, none).
 GLUE_LABELS = {
@@ -57,3 +61,37 @@ def test_qnli_config_reads_the_shared_dev_file(tmp_path, tokenizer, data_dir):
     assert datamodule.label_names == ["entailment", "not_entailment"]
     assert set(datamodule.eval_dataset["labels"]) == {0, 1}  # the file's string labels, mapped
     assert "token_type_ids" in datamodule.eval_dataset.column_names  # question/sentence pairs
+
+
+def test_cli_run_ends_with_its_paths_and_writes_readable_files_with_class_names(data_dir, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        result = run_cli(TINY_RUN_CHECKPOINTED, tmp_path)
+    finally:
+        os.umask(previous)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    paths = saved_paths(output)
+    run_dir = paths["run folder"]
+    assert run_dir.parent.parent == tmp_path / "logs" / "runs"
+    assert paths["student"] == run_dir / "student" and paths["metrics"] == run_dir / "metrics.json"
+    assert paths["checkpoint"] == run_dir / "checkpoints" / "last.ckpt"
+    for path in paths.values():
+        assert path.exists(), path
+    # The paths are logged, so they are in the run's log too.
+    assert f"checkpoint: {paths['checkpoint']}" in (run_dir / "cli.log").read_text()
+    # Readable by others, as a plain write under umask 022 would be.
+    assert mode(run_dir / "student") == 0o755
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert mode(run_dir / "student" / name) == 0o644, name
+    assert mode(run_dir / "metrics.json") == 0o644
+    assert mode(paths["checkpoint"]) == 0o644
+    # A single run's checkpoint is the full, resumable one.
+    assert "optimizer_states" in torch.load(paths["checkpoint"], weights_only=False, mmap=True)
+    # The student names its classes: config.id2label and a pipeline answer in words.
+    config = AutoConfig.from_pretrained(paths["student"])
+    assert config.id2label == {0: "negative", 1: "positive"}
+    assert config.label2id == {"negative": 0, "positive": 1}
+    classify = pipeline("text-classification", model=str(paths["student"]), device="cpu")
+    (prediction,) = classify("a gripping , funny film")
+    assert prediction["label"] in ("negative", "positive")
