@@ -3,11 +3,13 @@ read (umask modes), class names in the saved student, no folder for a refused ru
 sized for sweeps (distill/train.py, distill/cli.py, distill/run_folder.py, distill/checkpoints.py,
 distill/conf/data/, distill/conf/callbacks/default.yaml)."""
 
+import logging
 import os
 import re
 import stat
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoConfig, pipeline
 
@@ -95,3 +97,42 @@ def test_cli_run_ends_with_its_paths_and_writes_readable_files_with_class_names(
     classify = pipeline("text-classification", model=str(paths["student"]), device="cpu")
     (prediction,) = classify("a gripping , funny film")
     assert prediction["label"] in ("negative", "positive")
+
+
+def test_refused_run_leaves_no_folder(tmp_path):
+    result = run_cli([*TINY_RUN, "loss.temperature=-1"], tmp_path)
+    assert result.returncode == 2
+    assert "loss.temperature=-1" in result.stdout + result.stderr
+    assert not (tmp_path / "logs").exists() or list((tmp_path / "logs").iterdir()) == []
+
+
+@pytest.mark.parametrize("contents", ["metrics.json", "notes.txt"])
+def test_a_folder_with_anything_else_is_kept(contents, tmp_path):
+    """Only what Hydra wrote for the job goes: a run folder with any other file stays."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from distill.run_folder import remove_refused_run_folder
+
+    folder = tmp_path / "logs" / "runs" / "2026-01-31" / "12-00-00"
+    (folder / ".hydra").mkdir(parents=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (folder / ".hydra" / name).write_text("{}\n")
+    job_log = logging.FileHandler(folder / "cli.log")  # Hydra's job logging writes <run dir>/<job>.log
+    logging.getLogger().addHandler(job_log)
+    with initialize_config_module(config_module="distill.conf", version_base="1.3"):
+        cfg = hydra_compose(config_name="train", return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(folder)
+    HydraConfig.instance().set_config(cfg)  # as in the job whose folder this is
+    (folder / contents).write_text("{}")
+    assert remove_refused_run_folder(tmp_path / "logs") is None and folder.is_dir()
+    (folder / contents).unlink()
+    try:
+        assert remove_refused_run_folder(tmp_path / "logs") == folder
+    finally:
+        logging.getLogger().removeHandler(job_log)
+        job_log.close()
+    assert list((tmp_path / "logs").iterdir()) == []  # its empty date and runs/ folders went too
