@@ -30,9 +30,9 @@ def _holds_only_hydra_files(folder: Path, output_subdir: str | None, log_names: 
     for entry in folder.iterdir():
         if entry.name in log_names and entry.is_file():
             continue
-        if output_subdir is not None and entry.name == output_subdir and entry.is_dir():
-            if all(inner.name in HYDRA_FILES and inner.is_file() for inner in entry.iterdir()):
-                continue
+        hydra_files = output_subdir is not None and entry.name == output_subdir and entry.is_dir()
+        if hydra_files and all(inner.name in HYDRA_FILES and inner.is_file() for inner in entry.iterdir()):
+            continue
         return False
     return True
 

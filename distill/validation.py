@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from distill.checkpoints import resume_problems
 from distill.losses import ModelShape
 from distill.metrics import metric_problem
 from distill.models import AUTO_MODEL_BY_TASK, TASK_LOGITS, ModelSpec, load_model_config
@@ -388,6 +389,8 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None and not os.path.isfile(str(ckpt_path)):
         problems.append(f"ckpt_path={ckpt_path!r}: no such checkpoint file (tried {os.path.abspath(str(ckpt_path))})")
+    elif ckpt_path is not None:
+        problems.extend(resume_problems(str(ckpt_path)))
     return problems, teacher, student
 
 

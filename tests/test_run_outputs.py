@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig, pipeline
 
 from conftest import TINY_RUN, compose
+from distill.validation import check_run_config
 from test_cli import CONF_DIR, run_cli
 
 #: The class names each GLUE classification config gives its students (stsb: regression, none).
@@ -104,6 +105,40 @@ def test_refused_run_leaves_no_folder(tmp_path):
     assert result.returncode == 2
     assert "loss.temperature=-1" in result.stdout + result.stderr
     assert not (tmp_path / "logs").exists() or list((tmp_path / "logs").iterdir()) == []
+
+
+def test_multirun_saves_weights_only_checkpoints_that_resume_refuses(data_dir, tmp_path):
+    result = run_cli(["-m", *TINY_RUN_CHECKPOINTED, "loss.temperature=1,4"], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    checkpoints = sorted((tmp_path / "logs" / "multiruns").glob("*/*/*/checkpoints/last.ckpt"))
+    assert [path.parts[-3] for path in checkpoints] == ["0", "1"]
+    for path in checkpoints:
+        checkpoint = torch.load(path, weights_only=False, mmap=True)
+        assert "state_dict" in checkpoint and "optimizer_states" not in checkpoint and "lr_schedulers" not in checkpoint
+    assert output.count("(weights only: not resumable") == 2
+    # Resuming from one is refused by validation, with the fix, before anything loads.
+    problems, _, _ = check_run_config(compose([*TINY_RUN, f"ckpt_path={checkpoints[0]}"], tmp_path))
+    assert len(problems) == 1 and "holds weights only" in problems[0]
+    assert "callbacks.model_checkpoint.save_weights_only=false" in problems[0]
+
+
+def test_multirun_full_checkpoint_on_request_and_refused_job_leaves_no_folder(data_dir, tmp_path):
+    """One option gives a sweep full checkpoints. A refused job stops the sweep (Hydra's multirun ends at
+    a job's sys.exit) and leaves no folder; the finished job before it stays."""
+    result = run_cli(
+        ["-m", *TINY_RUN_CHECKPOINTED, "callbacks.model_checkpoint.save_weights_only=false", "loss.temperature=1,-1"],
+        tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "loss.temperature=-1: must be a number > 0" in output
+    (sweep_dir,) = (tmp_path / "logs" / "multiruns").glob("*/*")
+    assert sorted(path.name for path in sweep_dir.iterdir()) == ["0", "multirun.yaml"]
+    checkpoint = torch.load(sweep_dir / "0" / "checkpoints" / "last.ckpt", weights_only=False, mmap=True)
+    assert "optimizer_states" in checkpoint and "lr_schedulers" in checkpoint
+    assert check_run_config(compose([*TINY_RUN, f"ckpt_path={sweep_dir / '0' / 'checkpoints' / 'last.ckpt'}"],
+                                    tmp_path))[0] == []
 
 
 @pytest.mark.parametrize("contents", ["metrics.json", "notes.txt"])
