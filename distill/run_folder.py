@@ -1,4 +1,7 @@
-"""A refused run leaves no run folder behind.
+"""A run's folder: what the end of a run says it saved there, and no folder for a refused run.
+
+:func:`log_saved_paths` ends every run with the paths of its folder, student, metrics.json and
+last checkpoint, so nobody has to guess them.
 
 Hydra creates the job's folder (its ``.hydra/`` configs and the log file) before the task starts.
 When validation then refuses the run, that folder holds no result, yet ``distill-report sweep`` and
@@ -14,7 +17,32 @@ import os
 import shutil
 from pathlib import Path
 
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
+
 log = logging.getLogger(__name__)
+
+
+@rank_zero_only
+def log_saved_paths(output_dir: Path, summary: dict, checkpoint: ModelCheckpoint | None) -> None:
+    """End the run with where it saved: its folder, the student, metrics.json and the last checkpoint.
+
+    The checkpoint's path is the one its callback wrote (``last_model_path``, else the best one), not
+    a guess from the config: ``dirpath``, ``filename`` and stages all change it.
+    """
+    path = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
+    if not path:
+        saved = "none (no ModelCheckpoint in callbacks, or it saved nothing)"
+    elif checkpoint.save_weights_only:
+        saved = f"{path} (weights only: not resumable; see callbacks.model_checkpoint.save_weights_only)"
+    else:
+        saved = f"{path} (full: resumable with ckpt_path)"
+    student = summary["student"].get("path") or "not saved (report.save_student=false)"
+    log.info(
+        "run folder: %s\n  student:    %s\n  metrics:    %s\n  checkpoint: %s",
+        output_dir, student, output_dir / "metrics.json", saved,
+    )
+
 
 #: What Hydra writes into ``<run dir>/<hydra.output_subdir>/`` for a job.
 HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}

@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -18,6 +18,7 @@ from distill.export import save_student
 from distill.models import ModelSpec, build_model, count_parameters, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
 from distill.report import compare, measure_latency, render_table
+from distill.run_folder import log_saved_paths
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 
@@ -375,7 +376,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["stages"] = [name for name, _ in stages]
     output_dir = Path(cfg.paths.output_dir)
     _write_outputs(summary, module, extras["tokenizer"], output_dir, cfg)
-    _log_saved_paths(output_dir, summary, trainer.checkpoint_callback)  # the last stage's checkpoint
+    log_saved_paths(output_dir, summary, trainer.checkpoint_callback)  # the last stage's checkpoint
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):  # close the run, or the next run of a sweep appends to it
             logger.experiment.finish()
@@ -391,23 +392,3 @@ def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_
     write_json_atomic(output_dir / "metrics.json", summary)
     render_table(summary)
 
-
-@rank_zero_only
-def _log_saved_paths(output_dir: Path, summary: dict, checkpoint: ModelCheckpoint | None) -> None:
-    """End the run with where it saved: its folder, the student, metrics.json and the last checkpoint.
-
-    The checkpoint's path is the one its callback wrote (``last_model_path``, else the best one), not
-    a guess from the config: ``dirpath``, ``filename`` and stages all change it.
-    """
-    path = (checkpoint.last_model_path or checkpoint.best_model_path) if checkpoint is not None else ""
-    if not path:
-        saved = "none (no ModelCheckpoint in callbacks, or it saved nothing)"
-    elif checkpoint.save_weights_only:
-        saved = f"{path} (weights only: not resumable; see callbacks.model_checkpoint.save_weights_only)"
-    else:
-        saved = f"{path} (full: resumable with ckpt_path)"
-    student = summary["student"].get("path") or "not saved (report.save_student=false)"
-    log.info(
-        "run folder: %s\n  student:    %s\n  metrics:    %s\n  checkpoint: %s",
-        output_dir, student, output_dir / "metrics.json", saved,
-    )
