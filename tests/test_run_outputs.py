@@ -38,7 +38,7 @@ def saved_paths(output: str) -> dict[str, Path]:
     ``checkpoint: ...``."""
     found = {}
     for name in ("run folder", "student", "metrics", "checkpoint"):
-        match = re.search(rf"^(?:\[.*\] - )?\s*{name}:\s+(\S+)", output, re.MULTILINE)
+        match = re.search(rf"(?:^|\s){name}:\s+(\S+)", output, re.MULTILINE)
         assert match, f"no '{name}:' line in the output:\n{output[-3000:]}"
         found[name] = Path(match.group(1))
     return found
@@ -171,3 +171,16 @@ def test_a_folder_with_anything_else_is_kept(contents, tmp_path):
         logging.getLogger().removeHandler(job_log)
         job_log.close()
     assert list((tmp_path / "logs").iterdir()) == []  # its empty date and runs/ folders went too
+
+
+def test_with_stages_the_last_stages_checkpoint_is_logged(data_dir, tmp_path, caplog):
+    from distill.train import train
+
+    cfg = compose(["experiment=tinybert_task", *TINY_RUN_CHECKPOINTED, "stages.intermediate.max_steps=1",
+                   "stages.prediction.max_steps=1", "report.save_student=false"], tmp_path)
+    with caplog.at_level(logging.INFO, logger="distill"):
+        train(cfg)
+    paths = saved_paths(caplog.text)
+    assert paths["checkpoint"] == tmp_path / "run" / "checkpoints" / "prediction" / "last.ckpt"
+    assert paths["checkpoint"].is_file() and paths["metrics"].is_file()
+    assert "student:    not saved (report.save_student=false)" in caplog.text
