@@ -36,6 +36,9 @@ def main(cfg: DictConfig) -> float | None:
         if type(error).__name__ not in ("ConfigError", "DataConfigError", "ModelConfigError"):
             raise
         log.error("%s", error)
+        from distill.run_folder import remove_refused_run_folder
+
+        remove_refused_run_folder(cfg.paths.get("log_dir"))
         sys.exit(2)
     return summary["student"].get(summary["metric"])
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from torch import nn
+
+from distill.atomic import apply_umask_modes, staged_folder
 
 
 def replace_directory(staged: Path, target: Path) -> None:
@@ -29,13 +30,19 @@ def save_student(model: nn.Module, tokenizer, directory: str | Path) -> Path:
     """``save_pretrained`` the model and its tokenizer into ``directory`` via a temporary folder.
 
     ``AutoModelFor<Task>.from_pretrained(directory)`` and ``AutoTokenizer.from_pretrained(directory)``
-    load the result.
+    load the result. The folder and its files get a plain write's modes (0o777 / 0o666 minus the
+    umask): the staging folder and safetensors' own temporary file would leave them owner-only,
+    unreadable to a serving process under another account.
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    model.save_pretrained(staged)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(staged)
-    replace_directory(staged, directory)
+    staged = staged_folder(directory)
+    try:
+        model.save_pretrained(staged)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staged)
+        apply_umask_modes(staged)
+        replace_directory(staged, directory)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return directory

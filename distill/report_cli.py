@@ -44,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"distill-report: error: {error}", file=sys.stderr)
         return 2
     sweep, summary = report.sweep, report.summary
-    print(f"{len(sweep.complete)} run(s) complete, {len(sweep.missing)} missing under {sweep.root}")
+    refused = f", {len(sweep.refused)} refused by validation" if sweep.refused else ""
+    print(f"{len(sweep.complete)} run(s) complete, {len(sweep.missing)} missing{refused} under {sweep.root}")
     for run in sweep.missing:
         print(f"  missing: {run.name}: {run.problem}")
+    for run in sweep.refused:
+        print(f"  refused: {run.name}: {run.problem}")
     print("\n".join(settings_table(summary)))
     print(best_line(summary))
     for path in (report.markdown, report.csv, report.plot):

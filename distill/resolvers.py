@@ -8,6 +8,10 @@ Hydra app, null. logger/wandb.yaml uses it as the W&B group.
 when no data folder is set (``DISTILL_DATA_DIR`` unset). The task configs (data/sst2.yaml ...) name
 their local files this way, so without a data folder they read the Hugging Face hub, and with one a
 missing file is an error naming the path tried (never a silent switch to the hub).
+
+``${distill.multirun:}``: true in a multirun job, false in a single run or outside a Hydra app.
+callbacks/default.yaml uses it for ``model_checkpoint.save_weights_only``: a sweep's checkpoints
+hold weights only, a single run's are full (resumable).
 """
 
 from __future__ import annotations
@@ -15,16 +19,19 @@ from __future__ import annotations
 from omegaconf import OmegaConf
 
 
-def sweep_group() -> str | None:
+def multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized():
+    return HydraConfig.initialized() and HydraConfig.get().get("mode") == RunMode.MULTIRUN
+
+
+def sweep_group() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    if not multirun():
         return None
-    hydra = HydraConfig.get()
-    if hydra.get("mode") != RunMode.MULTIRUN:
-        return None
-    return str(hydra.sweep.dir)
+    return str(HydraConfig.get().sweep.dir)
 
 
 def data_file(data_dir: str | None, relative_path: str) -> str | None:
@@ -38,3 +45,5 @@ def register() -> None:
         OmegaConf.register_new_resolver("distill.data_file", data_file)
     if not OmegaConf.has_resolver("distill.sweep_group"):
         OmegaConf.register_new_resolver("distill.sweep_group", sweep_group)
+    if not OmegaConf.has_resolver("distill.multirun"):
+        OmegaConf.register_new_resolver("distill.multirun", multirun)

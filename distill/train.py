@@ -19,6 +19,7 @@ from distill.export import save_student
 from distill.models import ModelSpec, build_model, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
 from distill.report import render_table
+from distill.run_folder import log_saved_paths
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 from distill.validation.specs import model_spec
@@ -318,6 +319,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         summary["stages"] = [name for name, _ in stages]
     output_dir = Path(cfg.paths.output_dir)
     _write_outputs(summary, module, extras["tokenizer"], output_dir, cfg)
+    log_saved_paths(output_dir, summary, trainer.checkpoint_callback)  # the last stage's checkpoint
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):  # close the run, or the next run of a sweep appends to it
             logger.experiment.finish()
@@ -332,3 +334,4 @@ def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_
         summary["student"]["path"] = str(save_student(module.student, tokenizer, output_dir / "student"))
     write_json_atomic(output_dir / "metrics.json", summary)
     render_table(summary)
+

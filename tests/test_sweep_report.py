@@ -193,6 +193,56 @@ def test_seed_only_sweep_is_one_setting(tmp_path):
     assert summary.best.mean == pytest.approx(0.82) and summary.best.std == pytest.approx(math.sqrt(0.0008))
 
 
+#: What an older distill left in a refused run's folder: .hydra/ and the log with the problems.
+REFUSED_LOG = """[2026-01-31 12:00:01,000][distill][ERROR] - 2 problem(s) in the run config:
+  - loss.temperature=0: must be a number > 0 (typical: 1, 2, 4, 8); it divides the logits before the softmax
+  - data.train_file='/nonexistent.tsv': no such file
+"""
+
+
+def test_refused_run_is_listed_as_refused_never_as_a_setting(tmp_path, capsys):
+    """A folder of single runs with a refused one among them (the issue's `Best setting: loss.temperature=-
+    data.train_file=-`): the refused run's overrides neither make settings nor blank the best one's."""
+    root = tmp_path / "runs"
+    make_run(root, "12-00-00", ["experiment=quickstart"], metrics_for(0.86))
+    make_run(root, "12-10-00", ["experiment=quickstart", "loss.temperature=4"], metrics_for(0.84))
+    refused = make_run(root, "12-20-00", ["experiment=quickstart", "loss.temperature=0",
+                                          "data.train_file=/nonexistent.tsv"], None)
+    (refused / "cli.log").write_text(REFUSED_LOG)
+    report = report_sweep(root)
+    summary = report.summary
+    assert [run.name for run in report.sweep.refused] == ["12-20-00"] and report.sweep.missing == []
+    assert summary.setting_keys == ["loss.temperature"]  # data.train_file came only from the refused run
+    assert [s.label for s in summary.settings] == ["loss.temperature=4", "(no override of loss.temperature)"]
+    assert summary.best.label == "(no override of loss.temperature)"
+    text = report.markdown.read_text()
+    best = next(line for line in text.splitlines() if "Best setting" in line)
+    assert "=-" not in best and "data.train_file" not in best
+    assert "Runs: 2 complete, 0 missing, 1 refused by validation" in text
+    refused_section = text.split("## Refused by validation")[1]
+    assert "- `12-20-00` (" in refused_section and "loss.temperature=0: must be a number > 0" in refused_section
+    assert "data.train_file='/nonexistent.tsv': no such file" in refused_section
+    assert "12-20-00" not in text.split("## Runs")[1].split("## Refused by validation")[0]
+    rows = {row["run"]: row for row in csv.DictReader(report.csv.open())}
+    assert rows["12-20-00"]["status"].startswith("refused by validation: loss.temperature=0")
+    assert report_main(["sweep", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "2 run(s) complete, 0 missing, 1 refused by validation" in out
+    assert "refused: 12-20-00: refused by validation: loss.temperature=0" in out
+    assert "Best setting: (no override of loss.temperature) (accuracy 0.8600" in out
+
+
+def test_best_setting_names_only_the_keys_its_runs_set(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "0", ["loss.temperature=2"], metrics_for(0.86))
+    make_run(root, "1", ["loss.temperature=4", "data.train_limit=1000"], metrics_for(0.84))
+    make_run(root, "2", ["loss.temperature=4"], None)  # failed without a refusal: still a (missing) run
+    report = report_sweep(root)
+    assert report.summary.best.label == "loss.temperature=2"
+    assert "**Best setting: loss.temperature=2 (accuracy 0.8600" in report.markdown.read_text()
+    assert [run.name for run in report.sweep.missing] == ["2"] and report.sweep.refused == []
+
+
 def test_overrides_are_parsed_as_hydra_does():
     parsed = parse_overrides(["loss.temperature=4", "++trainer.min_steps=10", "+extra=a", "~loss.terms.cos",
                               "data@x=sst2", "module.metrics=[accuracy,f1]"])

@@ -44,6 +44,8 @@ TASKS = {
     "single sentence": ("sst2", [], "accuracy"),
     "sentence pair": ("mrpc", ["module.metrics=[accuracy,f1]"], "accuracy"),
     "string labels": ("rte", [], "accuracy"),
+    # The shared folder has QNLI's dev set only: it serves as both splits here.
+    "question pairs": ("qnli", ["data.train_file=${paths.data_dir}/qnli/dev.tsv"], "accuracy"),
     "headerless file": ("cola", ["module.metrics=[matthews,accuracy]"], "matthews"),
     "regression": ("stsb", ["loss=regression", "module.metrics=[pearson,spearman]"], "pearson"),
     "generic pointed at files": (

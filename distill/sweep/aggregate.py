@@ -16,10 +16,11 @@ REPLICATE_KEY = "seed"
 class Setting:
     """One combination of swept values, with the metric over its runs (one per seed)."""
 
-    values: dict[str, Any]  # key -> override text, e.g. {"loss.temperature": "4"}
+    values: dict[str, Any]  # key -> override text, e.g. {"loss.temperature": "4"}; "-" where absent
     typed: dict[str, Any]  # key -> parsed value, e.g. {"loss.temperature": 4}
     runs: list[Run] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
+    absent: frozenset[str] = frozenset()  # swept keys these runs do not set
 
     @property
     def n(self) -> int:
@@ -36,7 +37,12 @@ class Setting:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{key}={text}" for key, text in self.values.items()) or "(all runs)"
+        """The overrides these runs set, e.g. ``loss.temperature=4``; a key they lack is left out
+        (never ``key=-``, which reads as a value)."""
+        if not self.values:
+            return "(all runs)"
+        present = " ".join(f"{key}={text}" for key, text in self.values.items() if key not in self.absent)
+        return present or f"(no override of {', '.join(self.values)})"
 
 
 @dataclass
@@ -94,13 +100,18 @@ def summarize(sweep: Sweep, metric: str | None = None, lower_is_better: bool = F
             "(student figures such as accuracy or teacher_agreement, top-level ones such as retention, "
             "or a dotted path such as teacher.accuracy)"
         )
-    swept, fixed = swept_and_fixed(sweep.runs)
+    # Refused runs never trained: their overrides are neither a setting nor a swept key.
+    runs = sweep.attempted
+    swept, fixed = swept_and_fixed(runs)
     setting_keys = [key for key in swept if key != REPLICATE_KEY]
     settings: dict[tuple, Setting] = {}
-    for run in sweep.runs:
+    for run in runs:
         texts = {key: run.overrides[key].text if key in run.overrides else None for key in setting_keys}
         typed = {key: run.overrides[key].value if key in run.overrides else None for key in setting_keys}
-        setting = settings.setdefault(tuple(texts.values()), Setting({k: _missing(v) for k, v in texts.items()}, typed))
+        absent = frozenset(key for key in setting_keys if key not in run.overrides)
+        setting = settings.setdefault(
+            tuple(texts.values()), Setting({k: _missing(v) for k, v in texts.items()}, typed, absent=absent)
+        )
         setting.runs.append(run)
         score = metric_value(run.metrics, metric) if run.complete else None
         if score is not None:
@@ -110,6 +121,6 @@ def summarize(sweep: Sweep, metric: str | None = None, lower_is_better: bool = F
     pick = min if lower_is_better else max
     best = pick(scored, key=lambda setting: setting.mean) if scored else None
     seeds = {run.overrides[REPLICATE_KEY].text: run.overrides[REPLICATE_KEY].value
-             for run in sweep.runs if REPLICATE_KEY in run.overrides}
+             for run in runs if REPLICATE_KEY in run.overrides}
     replicates = sorted(seeds, key=lambda text: value_order(seeds[text]))
     return Summary(metric, lower_is_better, swept, fixed, setting_keys, replicates, ordered, best)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ class Run:
     overrides: dict[str, Override]
     metrics: dict[str, Any] | None
     problem: str | None = None  # why ``metrics`` is None
+    refused: bool = False  # validation refused it: it never trained, its overrides are no setting
 
     @property
     def complete(self) -> bool:
@@ -50,7 +52,17 @@ class Sweep:
 
     @property
     def missing(self) -> list[Run]:
-        return [run for run in self.runs if not run.complete]
+        """Runs that failed or have not finished (refused runs are :attr:`refused`)."""
+        return [run for run in self.runs if not run.complete and not run.refused]
+
+    @property
+    def refused(self) -> list[Run]:
+        return [run for run in self.runs if run.refused]
+
+    @property
+    def attempted(self) -> list[Run]:
+        """The runs that trained or tried to: every run but the refused ones."""
+        return [run for run in self.runs if not run.refused]
 
 
 def parse_overrides(lines: list[str]) -> dict[str, Override]:
@@ -83,6 +95,34 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return metrics, None
 
 
+#: How a refusal appears in a run's log: ``distill`` logs the validation problems at ERROR under its
+#: own logger (distill/cli.py) and nothing else there at ERROR; Hydra's log format puts the logger
+#: name and level in brackets.
+REFUSAL_MARKER = "[distill][ERROR] - "
+
+
+def refusal(run_dir: Path) -> str | None:
+    """The validation problems of a refused run, read from its log; None if it was not refused.
+
+    Since distill removes a refused run's folder, only folders of older versions hold one.
+    """
+    for log_file in sorted(run_dir.glob("*.log")):
+        try:
+            text = log_file.read_text(errors="replace")
+        except OSError:
+            continue
+        if REFUSAL_MARKER not in text:
+            continue
+        first, *rest = text.split(REFUSAL_MARKER, 1)[1].splitlines()
+        problems = []
+        for line in rest:  # the record's own lines: "  - problem" or "  1. problem", up to the next record
+            if not line.startswith(" "):
+                break
+            problems.append(re.sub(r"^\s+(?:-|\d+\.)\s+", "", line).strip())
+        return "refused by validation: " + ("; ".join(problems) or first.strip())
+    return None
+
+
 def collect(root: str | Path) -> Sweep:
     """Every run under ``root`` (recursively): a folder holding ``.hydra/overrides.yaml``."""
     root = Path(root)
@@ -93,8 +133,9 @@ def collect(root: str | Path) -> Sweep:
         run_dir = overrides_file.parent.parent
         lines = yaml.safe_load(overrides_file.read_text()) or []
         metrics, problem = _read_metrics(run_dir / "metrics.json")
+        refused = refusal(run_dir) if metrics is None else None
         name = run_dir.relative_to(root).as_posix() if run_dir != root else "."
-        sweep.runs.append(Run(name, run_dir, parse_overrides(lines), metrics, problem))
+        sweep.runs.append(Run(name, run_dir, parse_overrides(lines), metrics, refused or problem, refused is not None))
     if not sweep.runs:
         raise SweepError(
             f"{root}: no runs found (no <run>/.hydra/overrides.yaml below it); "

@@ -56,9 +56,10 @@ def settings_table(summary: Summary) -> list[str]:
 def markdown(sweep: Sweep, summary: Summary, plot_name: str | None = "report.png") -> str:
     direction = "lower" if summary.lower_is_better else "higher"
     lines = [f"# Sweep report: `{sweep.root}`", ""]
+    refused = f", {len(sweep.refused)} refused by validation" if sweep.refused else ""
     lines.append(
         f"Metric: `{summary.metric}` ({direction} is better). Runs: {len(sweep.complete)} complete, "
-        f"{len(sweep.missing)} missing. Mean ± sample standard deviation (n - 1) over the runs of a setting"
+        f"{len(sweep.missing)} missing{refused}. Mean ± sample standard deviation (n - 1) over the runs of a setting"
         + (f"; seeds: {', '.join(summary.replicates)}." if summary.replicates else ".")
     )
     if summary.fixed:
@@ -70,7 +71,7 @@ def markdown(sweep: Sweep, summary: Summary, plot_name: str | None = "report.png
     lines += ["", "## Runs", ""]
     header = ["run", *summary.swept, summary.metric, "status"]
     rows = []
-    for run in sweep.runs:
+    for run in sweep.attempted:
         values = [run.overrides[key].text if key in run.overrides else "-" for key in summary.swept]
         score = metric_value(run.metrics, summary.metric) if run.complete else None
         rows.append([run.name, *values, number(score), "ok" if run.complete else "missing"])
@@ -78,6 +79,11 @@ def markdown(sweep: Sweep, summary: Summary, plot_name: str | None = "report.png
     if sweep.missing:
         lines += ["", "## Missing runs", ""]
         for run in sweep.missing:
+            overrides = " ".join(f"`{key}={override.text}`" for key, override in run.overrides.items())
+            lines.append(f"- `{run.name}` ({overrides or 'no overrides'}): {run.problem}")
+    if sweep.refused:
+        lines += ["", "## Refused by validation", "", "Never trained; not part of any setting.", ""]
+        for run in sweep.refused:
             overrides = " ".join(f"`{key}={override.text}`" for key, override in run.overrides.items())
             lines.append(f"- `{run.name}` ({overrides or 'no overrides'}): {run.problem}")
     return "\n".join(lines) + "\n"
@@ -98,7 +104,7 @@ def csv_text(sweep: Sweep) -> str:
     for run in sweep.runs:
         writer.writerow([
             run.name,
-            "ok" if run.complete else f"missing: {run.problem}",
+            "ok" if run.complete else run.problem if run.refused else f"missing: {run.problem}",
             *(run.overrides[key].text if key in run.overrides else "" for key in override_keys),
             *(flat[run.name].get(key, "") for key in metric_keys),
         ])

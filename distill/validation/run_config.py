@@ -7,6 +7,7 @@ import os
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from distill.checkpoints import resume_problems
 from distill.metrics import metric_problem
 from distill.models import ModelSpec
 from distill.validation.plain_nodes import plain_node_problems
@@ -87,4 +88,6 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None and not os.path.isfile(str(ckpt_path)):
         problems.append(f"ckpt_path={ckpt_path!r}: no such checkpoint file (tried {os.path.abspath(str(ckpt_path))})")
+    elif ckpt_path is not None:
+        problems.extend(resume_problems(str(ckpt_path)))
     return problems, teacher, student

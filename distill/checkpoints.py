@@ -1,0 +1,42 @@
+"""What a resume (``ckpt_path=...``) needs from a Lightning checkpoint, checked before training.
+
+A weights-only checkpoint (``callbacks.model_checkpoint.save_weights_only=true``, the default in a
+sweep) has no optimizer or scheduler state: Lightning fails on it with a ``KeyError`` inside
+``trainer.fit``, after the data has loaded and the teacher has been fine-tuned. Checking the file's
+keys first turns that into a validation problem with the fix named.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: The keys Lightning reads to resume training; ``save_weights_only`` drops them.
+RESUME_KEYS = ("optimizer_states", "lr_schedulers")
+FIX_PATH = "Fix: point ckpt_path at a run's checkpoints/last.ckpt"
+
+
+def resume_problems(path: str) -> list[str]:
+    """Problems that stop ``trainer.fit(ckpt_path=path)`` from resuming; empty when it can.
+
+    The file is memory-mapped, so its tensors are not read: a 200 MB checkpoint costs milliseconds.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same problem for the user
+        return [
+            f"ckpt_path={path!r}: not a readable Lightning checkpoint ({type(error).__name__}: {error}). "
+            + FIX_PATH
+        ]
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return [f"ckpt_path={path!r}: not a Lightning checkpoint (no state_dict). " + FIX_PATH]
+    missing = [key for key in RESUME_KEYS if key not in checkpoint]
+    if missing:
+        message = (
+            f"ckpt_path={path!r} holds weights only (no {', '.join(missing)}): it was saved with "
+            "callbacks.model_checkpoint.save_weights_only=true (the default in a sweep, -m), so training "
+            "cannot resume from it. Fix: resume from a full checkpoint (a single run's, or a sweep's run "
+            "with callbacks.model_checkpoint.save_weights_only=false), or train a new run from the weights "
+            "it exported: student=minilm_l6 student.name_or_path=<run dir>/student"
+        )
+        return [message]
+    return []
