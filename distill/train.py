@@ -159,6 +159,7 @@ def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int
             _data_identity(cfg),
             cache_dir=cfg.paths.cache_dir,
             accelerator=cfg.trainer.get("accelerator", "auto"),
+            progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
         )
         spec = ModelSpec(name_or_path=str(folder), dtype=spec.dtype)
     model, untrained = build_model(spec, num_labels, task=cfg.task, label_names=datamodule.label_names)
