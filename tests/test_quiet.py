@@ -1,0 +1,45 @@
+"""Tests for distill/quiet.py: a run's console is free of expected dependency messages by default,
+and ``distill -v`` shows them again."""
+
+from transformers import BertConfig, BertModel
+
+from conftest import TINY_RUN
+from test_cli import run_cli
+
+#: Messages every run with a teacher fine-tune printed (issue 20, point 8), each expected and harmless.
+EXPECTED_NOISE = {
+    "transformers' LOAD REPORT of the fresh head": "LOAD REPORT",
+    "Lightning's litlogger tip": "litlogger",
+    "Lightning's warning about the fine-tune's missing val_dataloader": "but have no `val_dataloader`",
+    "transformers' save progress": "Writing model shards",
+}
+
+
+def _finetune_run(tmp_path, *extra):
+    """A tiny run whose teacher is a headless base model, fine-tuned first (the quickstart's path)."""
+    base = tmp_path / "base"
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                        max_position_embeddings=128)
+    BertModel(config).save_pretrained(base)
+    args = [*TINY_RUN, "teacher.config=null", f"++teacher.name_or_path={base}", "++teacher.finetune.max_steps=2",
+            "callbacks=default", *extra]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def test_a_run_is_quiet_by_default_and_says_the_fresh_head_in_one_line(data_dir, tmp_path):
+    output = _finetune_run(tmp_path)
+    shown = [what for what, text in EXPECTED_NOISE.items() if text in output]
+    assert shown == [], f"printed by default: {shown}"
+    assert "is deprecated" not in output
+    (line,) = [line for line in output.splitlines() if "newly initialised" in line]
+    assert line.endswith("newly initialised, not in the checkpoint: classifier.bias, classifier.weight")
+    # callbacks=default with trainer.enable_progress_bar=false (TINY_RUN): the bar is dropped, not a crash.
+    assert "trainer.enable_progress_bar=false: running without StepProgressBar" in output
+
+
+def test_verbose_shows_the_dependencies_messages_again(data_dir, tmp_path):
+    output = _finetune_run(tmp_path, "-v")
+    hidden = [what for what, text in EXPECTED_NOISE.items() if text not in output]
+    assert hidden == [], f"not shown with -v: {hidden}"
