@@ -50,14 +50,25 @@ def run(cfg: DictConfig) -> float | None:
     return summary["student"].get(summary["metric"])
 
 
+def verbose_argv(args: list[str]) -> list[str]:
+    """``args`` with ``-v``/``--verbose`` replaced by ``hydra.verbose=distill`` (unless one is given).
+
+    Hydra's parser takes the overrides as one run of positional arguments, so the override goes
+    just before the first one (or first of all when there is none: ``distill -v --cfg job``).
+    """
+    if not any(arg in VERBOSE_FLAGS for arg in args):
+        return args
+    args = [arg for arg in args if arg not in VERBOSE_FLAGS]
+    if any(arg.startswith("hydra.verbose=") for arg in args):
+        return args
+    overrides = [index for index, arg in enumerate(args) if "=" in arg and not arg.startswith("-")]
+    position = overrides[0] if overrides else 0
+    return [*args[:position], VERBOSE_OVERRIDE, *args[position:]]
+
+
 def main() -> None:
     """The ``distill`` command: :func:`run`, with ``-v``/``--verbose`` turned into ``hydra.verbose=distill``."""
-    args = sys.argv[1:]
-    if any(arg in VERBOSE_FLAGS for arg in args):
-        args = [arg for arg in args if arg not in VERBOSE_FLAGS]
-        if not any(arg.startswith("hydra.verbose=") for arg in args):
-            args.append(VERBOSE_OVERRIDE)
-        sys.argv = [sys.argv[0], *args]
+    sys.argv = [sys.argv[0], *verbose_argv(sys.argv[1:])]
     run()
 
 

@@ -1,9 +1,11 @@
 """Tests for distill/quiet.py: a run's console is free of expected dependency messages by default,
 and ``distill -v`` shows them again."""
 
+import pytest
 from transformers import BertConfig, BertModel
 
 from conftest import TINY_RUN
+from distill.cli import verbose_argv
 from test_cli import run_cli
 
 #: Messages every run with a teacher fine-tune printed (issue 20, point 8), each expected and harmless.
@@ -43,3 +45,18 @@ def test_verbose_shows_the_dependencies_messages_again(data_dir, tmp_path):
     output = _finetune_run(tmp_path, "-v")
     hidden = [what for what, text in EXPECTED_NOISE.items() if text not in output]
     assert hidden == [], f"not shown with -v: {hidden}"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["-v", "experiment=quickstart", "--cfg", "job"], ["hydra.verbose=distill", "experiment=quickstart", "--cfg", "job"]),
+        (["-v", "-m", "a=1,2"], ["-m", "hydra.verbose=distill", "a=1,2"]),
+        (["--verbose", "--cfg", "job"], ["hydra.verbose=distill", "--cfg", "job"]),
+        (["-v", "hydra.verbose=true"], ["hydra.verbose=true"]),
+        (["a=1"], ["a=1"]),
+    ],
+)
+def test_the_verbose_flag_becomes_an_override_where_hydra_parses_it(args, expected):
+    # Hydra's argparse takes the overrides as one run: an override after `--cfg job` is refused.
+    assert verbose_argv(args) == expected
