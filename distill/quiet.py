@@ -8,7 +8,8 @@
   or failed conversions are kept.
 - transformers' "Writing model shards" progress bar (one per ``save_pretrained``).
 - Lightning's tips (``litlogger``, ``litmodels``), printed by every Trainer.
-- Lightning's "validation_step but no val_dataloader" (the teacher fine-tune trains without one).
+- Lightning's "validation_step but no val_dataloader" (the teacher fine-tune trains without one),
+  torchmetrics' memory note on ``SpearmanCorrcoef`` (regression runs).
 - Deprecation and future warnings raised from inside dependencies (``DeprecationWarning``,
   ``PendingDeprecationWarning``, ``FutureWarning`` attributed to a module outside ``distill``).
 
@@ -26,8 +27,12 @@ _LIGHTNING_TIP = "💡 Tip:"
 _TRANSFORMERS_LOAD_LOGGER = "transformers.modeling_utils"
 #: A LOAD REPORT with these entries is kept: they mean the checkpoint does not fit the model.
 _LOAD_REPORT_PROBLEMS = ("MISMATCH", "CONVERSION")
-#: Lightning warnings (regex on the message start) expected in every run.
-_EXPECTED_WARNINGS = (r"You defined a `validation_step` but have no `val_dataloader`",)
+#: Warnings (regex on the message start) expected in runs that are fine: Lightning's for the teacher
+#: fine-tune, torchmetrics' for every regression run (its eval set fits in memory many times over).
+_EXPECTED_WARNINGS = (
+    r"You defined a `validation_step` but have no `val_dataloader`",
+    r"Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer",
+)
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 

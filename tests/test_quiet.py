@@ -60,3 +60,56 @@ def test_verbose_shows_the_dependencies_messages_again(data_dir, tmp_path):
 def test_the_verbose_flag_becomes_an_override_where_hydra_parses_it(args, expected):
     # Hydra's argparse takes the overrides as one run: an override after `--cfg job` is refused.
     assert verbose_argv(args) == expected
+
+
+@pytest.fixture
+def quiet():
+    """The filters installed for one test, then removed (warnings, logging filters, transformers' bars)."""
+    import logging
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    from distill import quiet as quiet_module
+
+    loggers = [logging.getLogger(name) for name in (*quiet_module._LIGHTNING_LOGGERS, quiet_module._TRANSFORMERS_LOAD_LOGGER)]
+    before = {logger.name: list(logger.filters) for logger in loggers}
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        quiet_module.quiet_expected_messages()
+        yield
+    for logger in loggers:
+        logger.filters[:] = before[logger.name]
+    transformers_logging.enable_progress_bar()
+
+
+def _record(name, message):
+    import logging
+
+    return logging.LogRecord(name, logging.WARNING, __file__, 1, message, None, None)
+
+
+def test_the_filters_drop_expected_messages_and_keep_problems(quiet):
+    import logging
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    tip = _record("lightning.pytorch.utilities.rank_zero", "💡 Tip: For seamless cloud logging ... litlogger")
+    assert not logging.getLogger(tip.name).filter(tip)
+    fresh_head = _record("transformers.modeling_utils", "BertForSequenceClassification LOAD REPORT ... MISSING")
+    assert not logging.getLogger(fresh_head.name).filter(fresh_head)
+    mismatch = _record("transformers.modeling_utils", "BertForSequenceClassification LOAD REPORT ... MISMATCH")
+    assert logging.getLogger(mismatch.name).filter(mismatch)  # a checkpoint that does not fit stays loud
+    assert not transformers_logging.is_progress_bar_enabled()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
+        warnings.warn("Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer.")
+        exec(compile("import warnings; warnings.warn('old API', FutureWarning)", "dependency", "exec"),
+             {"__name__": "lightning.pytorch.utilities._pytree"})
+        warnings.warn("something else went wrong")  # an unexpected warning is still shown
+        exec(compile("import warnings; warnings.warn('our own', DeprecationWarning)", "distill", "exec"),
+             {"__name__": "distill.module"})
+    assert [str(w.message) for w in caught] == ["something else went wrong", "our own"]
