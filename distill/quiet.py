@@ -41,11 +41,8 @@ class _ExpectedMessages(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if message.startswith(_LIGHTNING_TIP):
-            return False
-        if "LOAD REPORT" in message and not any(word in message for word in _LOAD_REPORT_PROBLEMS):
-            return False
-        return True
+        fresh_weights_report = "LOAD REPORT" in message and not any(word in message for word in _LOAD_REPORT_PROBLEMS)
+        return not (message.startswith(_LIGHTNING_TIP) or fresh_weights_report)
 
 
 def quiet_expected_messages() -> None:

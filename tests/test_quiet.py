@@ -2,11 +2,11 @@
 and ``distill -v`` shows them again."""
 
 import pytest
+from conftest import TINY_RUN
+from test_cli import run_cli
 from transformers import BertConfig, BertModel
 
-from conftest import TINY_RUN
 from distill.cli import verbose_argv
-from test_cli import run_cli
 
 #: Messages every run with a teacher fine-tune printed (issue 20, point 8), each expected and harmless.
 EXPECTED_NOISE = {
@@ -107,9 +107,7 @@ def test_the_filters_drop_expected_messages_and_keep_problems(quiet):
     with warnings.catch_warnings(record=True) as caught:
         warnings.warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.")
         warnings.warn("Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer.")
-        exec(compile("import warnings; warnings.warn('old API', FutureWarning)", "dependency", "exec"),
-             {"__name__": "lightning.pytorch.utilities._pytree"})
+        warnings.warn_explicit("old API", FutureWarning, "_pytree.py", 1, module="lightning.pytorch.utilities._pytree")
         warnings.warn("something else went wrong")  # an unexpected warning is still shown
-        exec(compile("import warnings; warnings.warn('our own', DeprecationWarning)", "distill", "exec"),
-             {"__name__": "distill.module"})
+        warnings.warn_explicit("our own", DeprecationWarning, "module.py", 1, module="distill.module")
     assert [str(w.message) for w in caught] == ["something else went wrong", "our own"]

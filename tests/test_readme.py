@@ -25,7 +25,7 @@ def distill_commands(markdown: str) -> list[list[str]]:
     """The argument lists of the `distill ...` lines in the markdown's bash blocks (`<...>`
     placeholders filled in, comments and leading `VAR=value` assignments dropped)."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", markdown, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", markdown, re.DOTALL):
         for line in block.splitlines():
             tokens = shlex.split(re.sub(r"<[^>]+>", "placeholder", line), comments=True)
             while tokens and re.fullmatch(r"[A-Z_]+=\S*", tokens[0]):
@@ -52,7 +52,7 @@ def first_setting(args: list[str]) -> list[str]:
 
 def run_distill(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "DISTILL_LOG_DIR": str(tmp_path / "logs"), "DISTILL_CACHE_DIR": str(tmp_path / "cache")}
-    return subprocess.run([str(DISTILL), *args], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    return subprocess.run([str(DISTILL), *args], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path, check=False)
 
 
 COMMANDS = []

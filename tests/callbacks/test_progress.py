@@ -68,6 +68,6 @@ def test_a_step_budget_over_several_epochs_counts_steps_not_batches_of_the_epoch
 
 
 def test_an_epoch_budget_counts_batches_of_each_epoch(bar):
-    trainer, task = _fit(bar, max_epochs=2, limit_train_batches=3)
+    _, task = _fit(bar, max_epochs=2, limit_train_batches=3)
     assert (task.completed, task.total) == (3, 3)
     assert task.description.endswith("student epoch 2/2")
