@@ -3,6 +3,7 @@
     distill experiment=quickstart                    # one run
     distill -m loss.temperature=1,2,4,8              # a sweep, one output folder per run
     distill --help                                   # config groups and options
+    distill -v ...                                   # verbose: hydra.verbose=distill, dependencies' messages unfiltered
 """
 
 from __future__ import annotations
@@ -12,15 +13,24 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 log = logging.getLogger("distill")
 
+#: ``distill -v ...`` / ``--verbose`` stands for this override (Hydra's parser knows no ``-v``).
+VERBOSE_FLAGS = ("-v", "--verbose")
+VERBOSE_OVERRIDE = "hydra.verbose=distill"
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
     """Hydra entry point: runs :func:`distill.train.train` and returns the headline metric (for sweepers)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not HydraConfig.get().verbose:
+        from distill.quiet import quiet_expected_messages
+
+        quiet_expected_messages()
     from distill.train import train  # heavy imports after Hydra has parsed the command line
 
     # Hydra's logging config already prints every record (and writes it to the run's log file);
@@ -41,6 +51,28 @@ def main(cfg: DictConfig) -> float | None:
         remove_refused_run_folder(cfg.paths.get("log_dir"))
         sys.exit(2)
     return summary["student"].get(summary["metric"])
+
+
+def verbose_argv(args: list[str]) -> list[str]:
+    """``args`` with ``-v``/``--verbose`` replaced by ``hydra.verbose=distill`` (unless one is given).
+
+    Hydra's parser takes the overrides as one run of positional arguments, so the override goes
+    just before the first one (or first of all when there is none: ``distill -v --cfg job``).
+    """
+    if not any(arg in VERBOSE_FLAGS for arg in args):
+        return args
+    args = [arg for arg in args if arg not in VERBOSE_FLAGS]
+    if any(arg.startswith("hydra.verbose=") for arg in args):
+        return args
+    overrides = [index for index, arg in enumerate(args) if "=" in arg and not arg.startswith("-")]
+    position = overrides[0] if overrides else 0
+    return [*args[:position], VERBOSE_OVERRIDE, *args[position:]]
+
+
+def main() -> None:
+    """The ``distill`` command: :func:`run`, with ``-v``/``--verbose`` turned into ``hydra.verbose=distill``."""
+    sys.argv = [sys.argv[0], *verbose_argv(sys.argv[1:])]
+    run()
 
 
 if __name__ == "__main__":

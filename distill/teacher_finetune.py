@@ -20,6 +20,7 @@ import lightning as L
 import torch
 from transformers import get_scheduler
 
+from distill.callbacks import StepProgressBar
 from distill.export import save_student
 from distill.losses import HardLabelCE, LossMix, RegressionMSE
 from distill.models import ModelSpec, build_model
@@ -53,8 +54,10 @@ def finetuned_teacher_path(
     *,
     cache_dir: str | Path,
     accelerator: str = "auto",
+    progress_bar: bool = True,
 ) -> Path:
-    """Folder of the fine-tuned teacher: from the cache, or trained now and cached."""
+    """Folder of the fine-tuned teacher: from the cache, or trained now and cached (with a progress
+    bar labelled ``teacher fine-tune`` unless ``progress_bar`` is false)."""
     settings = finetune_settings(spec)
     target = Path(cache_dir).expanduser() / "teachers" / cache_key(spec, data_identity)
     if (target / "config.json").is_file():
@@ -86,6 +89,8 @@ def finetuned_teacher_path(
         enable_checkpointing=False,
         limit_val_batches=0,
         enable_model_summary=False,
+        enable_progress_bar=progress_bar,
+        callbacks=[StepProgressBar(label="teacher fine-tune", leave=True)] if progress_bar else [],
     )
     trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed, transfer=False))
     save_student(model, datamodule.tokenizer, target)  # atomic: the folder appears complete

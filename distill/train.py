@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -142,11 +142,23 @@ def make_module(
     )
 
 
+#: Trainer flags that switch off what a callback does; Lightning refuses both together.
+FLAG_CALLBACKS = {"enable_progress_bar": ProgressBar, "enable_checkpointing": Checkpoint}
+
+
 def make_trainer(cfg: DictConfig) -> L.Trainer:
+    """The run's Trainer with its loggers and callbacks. A Trainer flag turned off
+    (``trainer.enable_progress_bar=false``, ``trainer.enable_checkpointing=false``) drops the
+    callbacks it clashes with (``callbacks.progress_bar``, ``callbacks.model_checkpoint``)."""
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # a learning-rate monitor has nowhere to write without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    for flag, kind in FLAG_CALLBACKS.items():
+        clashing = [c for c in callbacks if isinstance(c, kind)]
+        if clashing and not cfg.trainer.get(flag, True):
+            callbacks = [c for c in callbacks if not isinstance(c, kind)]
+            log.info("trainer.%s=false: running without %s", flag, ", ".join(type(c).__name__ for c in clashing))
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
@@ -160,6 +172,7 @@ def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int
             _data_identity(cfg),
             cache_dir=cfg.paths.cache_dir,
             accelerator=cfg.trainer.get("accelerator", "auto"),
+            progress_bar=bool(cfg.trainer.get("enable_progress_bar", True)),
         )
         spec = ModelSpec(name_or_path=str(folder), dtype=spec.dtype)
     model, untrained = build_model(spec, num_labels, task=cfg.task, label_names=datamodule.label_names)

@@ -1,6 +1,7 @@
 """The `distill` command end to end on tiny models and real SST-2 rows (distill/cli.py, distill/train.py)."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -8,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Checkpoint, ProgressBar
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from conftest import TINY_RUN, compose
-from distill.train import train
+from distill.train import make_trainer, train
 from distill.validation import check_run_config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "distill" / "conf"
@@ -84,6 +86,29 @@ def test_resume_with_ckpt_path_continues_from_the_saved_step(data_dir, tmp_path)
     )
     train(resumed)
     assert torch.load(tmp_path / "b" / "run" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+
+@pytest.mark.parametrize(
+    "flag, dropped",
+    [("trainer.enable_progress_bar=false", ProgressBar), ("trainer.enable_checkpointing=false", Checkpoint)],
+)
+def test_a_trainer_flag_turned_off_drops_the_default_callback_it_clashes_with(flag, dropped, tmp_path, caplog):
+    # Lightning refuses the flag together with the callback (MisconfigurationException in the Trainer).
+    caplog.set_level(logging.INFO, logger="distill.train")
+    cfg = compose(["callbacks=default", "trainer.enable_progress_bar=true", flag], tmp_path)
+    trainer = make_trainer(cfg)
+    assert not any(isinstance(callback, dropped) for callback in trainer.callbacks)
+    assert f"{flag}: running without" in caplog.text
+
+
+def test_a_run_with_default_callbacks_and_progress_bar_and_checkpoints_off(data_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="distill.train")
+    cfg = compose([*TINY_RUN, "callbacks=default", "trainer.enable_checkpointing=false"], tmp_path)
+    summary = train(cfg)
+    assert summary["student"]["accuracy"] is not None
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert "trainer.enable_progress_bar=false: running without StepProgressBar" in caplog.text
+    assert "trainer.enable_checkpointing=false: running without ModelCheckpoint" in caplog.text
 
 
 def test_bad_input_exits_with_the_message_not_a_traceback(tmp_path):

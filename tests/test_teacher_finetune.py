@@ -72,3 +72,25 @@ def test_every_task_config_runs_with_a_teacher_fine_tuned_first(task, data_dir, 
     assert summary["metric"] == metric
     for model in ("teacher", "student"):
         assert summary[model][metric] is not None and -1.0 <= summary[model][metric] <= 1.0
+
+
+def test_the_fine_tune_has_its_own_progress_bar_counting_its_steps(data_dir, tmp_path, monkeypatch):
+    from distill.callbacks import StepProgressBar
+
+    bars = []
+
+    def record(bar, trainer, pl_module):
+        task = bar.progress.tasks[bar.train_progress_bar_id]
+        bars.append((bar.label, task.description, task.completed, task.total))
+
+    monkeypatch.setattr(StepProgressBar, "on_train_end", record, raising=False)
+    finetune = ["++teacher.finetune.max_steps=3", "report.save_student=false"]
+    train(compose([*TINY_RUN, *finetune, "trainer.enable_progress_bar=true"], tmp_path / "a"))
+    # max_steps=3 and no epoch limit: Lightning's own bar read "Epoch 0/-2".
+    ((label, description, completed, total),) = bars
+    assert label == "teacher fine-tune" and description.endswith("teacher fine-tune step")
+    assert (completed, total) == (3, 3)
+
+    bars.clear()  # trainer.enable_progress_bar=false (TINY_RUN) holds for the fine-tune too
+    train(compose([*TINY_RUN, *finetune], tmp_path / "b"))
+    assert bars == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import re
 
 import torch
@@ -34,6 +35,27 @@ AUTO_MODEL_BY_TASK = {
 
 #: What each task's logits are: one row per example, one per token, or none at all.
 TASK_LOGITS = {"sequence_classification": "sequence", "masked_lm": "token", "feature_extraction": None}
+
+log = logging.getLogger(__name__)
+
+
+def _from_pretrained(auto_class, name_or_path: str, **kwargs) -> tuple[PreTrainedModel, set[str]]:
+    """``auto_class.from_pretrained``, plus the names of the weights it initialised afresh.
+
+    Those (a task head on a base model, typically) are said here in one line; transformers' own
+    LOAD REPORT is filtered from the console by default (:mod:`distill.quiet`).
+    """
+    model, info = auto_class.from_pretrained(
+        resolve_name_or_path(name_or_path), output_loading_info=True, **kwargs
+    )
+    fresh = sorted(name for name in info["missing_keys"] if not name.endswith("position_ids"))
+    if fresh:
+        shown = ", ".join(fresh[:4]) + (f" ... ({len(fresh)} in all)" if len(fresh) > 4 else "")
+        log.info("%s: newly initialised, not in the checkpoint: %s", name_or_path, shown)
+    if info["unexpected_keys"]:
+        log.debug("%s: checkpoint weights unused by %s: %s", name_or_path, type(model).__name__,
+                  sorted(info["unexpected_keys"]))
+    return model, set(info["missing_keys"])
 
 
 def _label_kwargs(num_labels: int, label_names: list[str] | None, task: str = "sequence_classification") -> dict:
@@ -106,15 +128,9 @@ def build_model(
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     dtype = getattr(torch, spec.dtype)
     if spec.name_or_path is not None:
-        model, info = auto_class.from_pretrained(
-            resolve_name_or_path(spec.name_or_path),
-            output_loading_info=True,
-            dtype=dtype,
-            **label_kwargs,
-            **spec.config_overrides,
-            **extra,
+        return _from_pretrained(
+            auto_class, spec.name_or_path, dtype=dtype, **label_kwargs, **spec.config_overrides, **extra
         )
-        return model, set(info["missing_keys"])
     if spec.config is not None:
         config = load_model_config(spec, num_labels)
         for key, value in label_kwargs.items():
@@ -123,9 +139,7 @@ def build_model(
         return model, {name for name, _ in model.named_parameters()}
     source = teacher
     if spec.init_source:
-        source = auto_class.from_pretrained(
-            resolve_name_or_path(spec.init_source), **label_kwargs
-        )
+        source, _ = _from_pretrained(auto_class, spec.init_source, **label_kwargs)
     if source is None:
         raise ModelConfigError("student.init_from_teacher_layers needs a teacher or student.init_source")
     student = student_from_teacher_layers(
