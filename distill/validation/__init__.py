@@ -9,7 +9,7 @@ and tokenizers say (layer indices, hidden widths, vocabularies: :mod:`~distill.v
 it in one :class:`ConfigError`, each problem naming the field, the value, what is allowed and the fix.
 """
 
-from distill.validation.errors import ConfigError
+from distill.errors import ConfigError
 from distill.validation.model_pair import check_model_pair
 from distill.validation.run_config import check_run_config
 from distill.validation.specs import run_num_labels
