@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,14 @@ def _data_identity(cfg: DictConfig) -> dict[str, Any]:
 
     The batch size stays in (the fine-tuning uses the run's); the run's seed does not (a teacher
     has its own, ``teacher.finetune.seed``), nor does the transfer set (fine-tuning uses labels only).
+    The training file is named by its real path, so ``../data/x.tsv`` and ``/abs/data/x.tsv`` (one
+    file, two spellings: make's DISTILL_DATA_DIR and a shell's) share one cache entry.
     """
     data = OmegaConf.to_container(cfg.data, resolve=True)
     for key in ("eval_batch_size", "num_workers", "eval_limit", "eval_file", "seed", "transfer"):
         data.pop(key, None)
+    if data.get("train_file") is not None:
+        data["train_file"] = os.path.realpath(os.path.expanduser(str(data["train_file"])))
     return data
 
 

@@ -94,3 +94,14 @@ def test_the_fine_tune_has_its_own_progress_bar_counting_its_steps(data_dir, tmp
     bars.clear()  # trainer.enable_progress_bar=false (TINY_RUN) holds for the fine-tune too
     train(compose([*TINY_RUN, *finetune], tmp_path / "b"))
     assert bars == []
+
+
+def test_one_file_spelled_two_ways_shares_one_cached_teacher(data_dir, tmp_path, monkeypatch):
+    from distill.train import _data_identity
+
+    monkeypatch.chdir(data_dir)
+    relative = compose(["data=sst2", "data.train_file=sst2/../sst2/train.tsv"], tmp_path)
+    absolute = compose(["data=sst2", f"data.train_file={data_dir / 'sst2' / 'train.tsv'}"], tmp_path)
+    assert _data_identity(relative) == _data_identity(absolute)
+    other = compose(["data=sst2", f"data.train_file={data_dir / 'sst2' / 'dev.tsv'}"], tmp_path)
+    assert _data_identity(other) != _data_identity(absolute)
