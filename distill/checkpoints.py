@@ -40,3 +40,33 @@ def resume_problems(path: str) -> list[str]:
         )
         return [message]
     return []
+
+
+def mismatch_problems(path: str, module_state: dict[str, torch.Tensor]) -> list[str]:
+    """Problems of resuming ``module_state`` (the module this run built) from the checkpoint at
+    ``path``: weights it lacks, weights the module lacks, and weights of another shape. A checkpoint
+    of another model would otherwise fail deep inside Lightning's ``load_state_dict``."""
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("state_dict", {})
+    missing = sorted(set(module_state) - set(saved))
+    unexpected = sorted(set(saved) - set(module_state))
+    reshaped = sorted(
+        key for key in set(saved) & set(module_state) if tuple(saved[key].shape) != tuple(module_state[key].shape)
+    )
+    if not (missing or unexpected or reshaped):
+        return []
+    details = []
+    if reshaped:
+        first = reshaped[0]
+        details.append(
+            f"{len(reshaped)} weights of another shape (e.g. {first}: {tuple(saved[first].shape)} saved, "
+            f"{tuple(module_state[first].shape)} here)"
+        )
+    if missing:
+        details.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+    if unexpected:
+        details.append(f"{len(unexpected)} weights this run does not have (e.g. {unexpected[0]})")
+    return [
+        f"ckpt_path={path!r} is a checkpoint of another model: {'; '.join(details)}. Fix: resume with the "
+        "teacher, student and loss settings of the run that wrote it (its .hydra/overrides.yaml), or drop "
+        "ckpt_path to start a new run."
+    ]

@@ -15,6 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
+from distill.checkpoints import mismatch_problems
 from distill.evaluation import evaluate_models
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, load_tokenizer
@@ -243,7 +244,17 @@ def build_run(
     )
     module = make_module(cfg, student, teacher, loss, num_labels)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
+    _refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
+
+
+def _refuse_foreign_checkpoint(cfg: DictConfig, module: DistillationModule) -> None:
+    """``ckpt_path`` must hold this run's module (same weights, same shapes): checked once the student
+    is built, before training, instead of failing inside Lightning's ``load_state_dict``."""
+    if cfg.get("ckpt_path"):
+        problems = mismatch_problems(str(cfg.ckpt_path), module.state_dict())
+        if problems:
+            raise ConfigError(problems)
 
 
 def _ensemble_tokenizer(cfg: DictConfig, student_spec: ModelSpec | None, problems: list[str]):
@@ -310,6 +321,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
     )
     module = make_module(cfg, student, None, loss, num_labels, ensemble=ensemble)
     extras = {"teacher_specs": built_specs, "tokenizer": student_tokenizer, "later_losses": []}
+    _refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
 
 

@@ -379,7 +379,9 @@ class TextClassificationDataModule(BatchedTextDataModule):
                     f"{format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
                 )
                 return None
-            check_text_column(dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems)
+            check_text_column(
+                dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems, allow_blank=True
+            )
         if len(problems) > known_problems:
             return None
         return non_blank_texts(dataset, text_column, config.limit, problems, field="data.transfer", where=where)

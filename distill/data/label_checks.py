@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -33,8 +34,11 @@ def _is_float_text(value: str) -> bool:
     return True
 
 
-def check_text_column(values: pa.ChunkedArray, field: str, column: str, where: str, problems: list[str]) -> None:
-    """A text column must hold strings in every row."""
+def check_text_column(
+    values: pa.ChunkedArray, field: str, column: str, where: str, problems: list[str], *, allow_blank: bool = False
+) -> None:
+    """A text column must hold strings in every row, none blank unless ``allow_blank`` (the transfer
+    set drops blank lines itself; a labelled example with no text only teaches noise)."""
     if not is_text_type(values.type):
         problems.append(
             f"data.{field}={column!r} in the {where} holds {values.type} values, not text. "
@@ -45,6 +49,16 @@ def check_text_column(values: pa.ChunkedArray, field: str, column: str, where: s
             f"data.{field}={column!r} in the {where} is missing in {values.null_count} rows. "
             "Fix: drop or fill those rows."
         )
+    elif not allow_blank:
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
+        count = pc.sum(blank).as_py() or 0
+        if count:
+            rows = np.flatnonzero(blank.to_numpy()).tolist()
+            problems.append(
+                f"data.{field}={column!r} in the {where} is blank (empty or whitespace) in {count} rows "
+                f"(rows {format_list(rows, 5)}, counted from 0 after the header): the model would "
+                "learn a label for no text. Fix: drop or fill those rows."
+            )
 
 
 def check_label_column(
@@ -77,11 +91,11 @@ def check_label_column(
 
     if num_labels == 1:
         if numeric or pa.types.is_decimal(type_):
-            return LabelEncoding("float")
+            return _finite_targets(values, field, where, problems)
         if is_text_type(type_):
             bad = [v for v in pc.unique(values).to_pylist() if not _is_float_text(v)]
             if not bad:
-                return LabelEncoding("float")
+                return _finite_targets(values, field, where, problems)
             problems.append(
                 f"data.num_labels=1 means regression, which needs numeric labels, but {field} in the "
                 f"{where} holds non-numeric values {format_list(sorted(bad))}. Fix: for classification "
@@ -134,6 +148,20 @@ def check_label_column(
 
     check_label_range(values, num_labels, field, where, problems)
     return LabelEncoding("int")
+
+
+def _finite_targets(values: pa.ChunkedArray, field: str, where: str, problems: list[str]) -> LabelEncoding | None:
+    """Regression targets must be finite numbers: one NaN target makes the MSE, and the run, NaN."""
+    targets = LabelEncoding("float")(values.to_pylist())
+    bad = np.flatnonzero(~np.isfinite(targets))
+    if len(bad):
+        problems.append(
+            f"{field} in the {where} holds {len(bad)} regression targets that are not a number or infinite "
+            f"(rows {format_list(bad.tolist(), 5)}, counted from 0 after the header). Fix: drop those rows or "
+            "fill in their scores."
+        )
+        return None
+    return LabelEncoding("float")
 
 
 def check_label_range(values: pa.ChunkedArray, num_labels: int, field: str, where: str, problems: list[str]) -> None:

@@ -128,16 +128,81 @@ def read_file(
             "infer it from the file extension."
         )
         return None
+    if path.stat().st_size == 0:
+        problems.append(f"{file_field}: {path} is empty (0 bytes). Fix: point {file_field} at a file with examples.")
+        return None
+    if resolved in ("tsv", "csv"):
+        problem = _delimited_rows_problem(path, resolved, column_names, file_field)
+        if problem:
+            problems.append(problem)
+            return None
     try:
         dataset = load_data_file(path, resolved, column_names)
     except Exception as error:  # reported as a problem, with the field that caused it
-        problems.append(
-            f"{file_field}: could not read {path} as {resolved}: {type(error).__name__}: {error}. Fix: check "
-            f"{format_field} (null infers it from the extension)"
-            + (" and, for files without a header row, data.column_names." if resolved in ("tsv", "csv") else ".")
-        )
+        problems.append(_read_problem(error, path, resolved, file_field, format_field))
+        return None
+    if len(dataset) == 0:
+        problems.append(f"{file_field}: {path} has no rows. Fix: point {file_field} at a file with examples.")
         return None
     return dataset, resolved
+
+
+def _delimited_rows_problem(
+    path: Path, file_format: str, column_names: Sequence[str] | None, file_field: str
+) -> str | None:
+    """A CSV/TSV file with no data rows, or with rows whose number of fields differs from the
+    header's (pandas silently reads such rows shifted into other columns); ``None`` when it is fine
+    or cannot be scanned here (compressed, oddly named, not UTF-8: the reader reports those)."""
+    if infer_file_format(path) != file_format or path.suffix.lower() in _COMPRESSION_SUFFIXES:
+        return None
+    options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if file_format == "tsv" else {}
+    width = len(column_names) if column_names is not None else None
+    rows, bad = 0, []
+    try:
+        with open(path, encoding="utf-8", newline="") as stream:
+            for number, row in enumerate(csv.reader(stream, **options), start=1):
+                if not row:
+                    continue  # blank lines are skipped by the reader too
+                if width is None:
+                    width = len(row)  # the header
+                    continue
+                rows += 1
+                if len(row) != width:
+                    bad.append(number)
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if rows == 0:
+        return (
+            f"{file_field}: {path} has no data rows"
+            + (" (a header only)" if column_names is None and width is not None else "")
+            + f". Fix: point {file_field} at a file with examples."
+        )
+    if bad:
+        return (
+            f"{file_field}: {path} has {len(bad)} rows whose number of fields differs from the {width} "
+            f"columns of its {'header' if column_names is None else 'data.column_names'} (lines "
+            f"{format_list(bad, 5)}): they would be read shifted into other columns. Fix: repair those rows "
+            f"(a stray {'tab' if file_format == 'tsv' else 'delimiter'} in a text?) or drop them."
+        )
+    return None
+
+
+def _read_problem(error: Exception, path: Path, file_format: str, file_field: str, format_field: str) -> str:
+    """The message for a file the reader failed on: not UTF-8, or unreadable as ``file_format``."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, UnicodeDecodeError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"{file_field}: {path} is not UTF-8 text (byte {cause.object[cause.start:cause.start + 1]!r} at "
+            f"offset {cause.start} of a chunk: {cause.reason}). Fix: re-save it as UTF-8, e.g. "
+            f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8{path.suffix}."
+        )
+    return (
+        f"{file_field}: could not read {path} as {file_format}: {type(error).__name__}: {error}. Fix: check "
+        f"{format_field} (null infers it from the extension)"
+        + (" and, for files without a header row, data.column_names." if file_format in ("tsv", "csv") else ".")
+    )
 
 
 def read_hub_split(

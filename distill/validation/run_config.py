@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from distill.checkpoints import resume_problems
 from distill.metrics import metric_problem
@@ -85,9 +86,31 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
             "student.init_from_teacher_layers needs a teacher to copy from (teacher is none); "
             "set student.init_source to a model name/path, or student.name_or_path instead"
         )
+    problems.extend(_output_dir_problems(cfg))
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path is not None and not os.path.isfile(str(ckpt_path)):
         problems.append(f"ckpt_path={ckpt_path!r}: no such checkpoint file (tried {os.path.abspath(str(ckpt_path))})")
     elif ckpt_path is not None:
         problems.extend(resume_problems(str(ckpt_path)))
     return problems, teacher, student
+
+
+def _output_dir_problems(cfg: DictConfig) -> list[str]:
+    """The run folder must be a folder this process can create and write (checked before training,
+    so a run does not fail at its first checkpoint or at the end, when it saves the student)."""
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+    if not output_dir:
+        return []
+    path = Path(os.path.abspath(os.path.expanduser(str(output_dir))))
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        return [
+            f"paths.output_dir={str(output_dir)!r}: {existing} is a file, not a folder, so the run folder cannot "
+            "be created. Fix: point paths.output_dir (or hydra.run.dir) at a folder path."
+        ]
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return [
+            f"paths.output_dir={str(output_dir)!r}: {existing} is not writable by this user. Fix: point "
+            "paths.output_dir (or hydra.run.dir, DISTILL_LOG_DIR) at a folder you can write."
+        ]
+    return []

@@ -1,0 +1,138 @@
+"""The bad-input suite: each case is refused before training with one message naming the field or
+file and the fix, never a deep traceback (distill/validation/, distill/data/, distill/train.py).
+
+Each case runs ``build_run`` (everything before training) on tiny models; the messages are the table
+in docs/errors.md. A few cases also run the real command to check the exit code and that no
+traceback reaches the user.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY_RUN, compose
+from distill.errors import ConfigError
+from distill.train import build_run
+
+GOOD_ROWS = "sentence\tlabel\n" + "a fine film\t1\na dull film\t0\n" * 8
+
+
+def _files(tmp_path: Path, files: dict[str, bytes | str]) -> list[str]:
+    """Write the case's data files; train/eval default to good files so one thing is wrong at a time."""
+    files = {"train.tsv": GOOD_ROWS, "dev.tsv": GOOD_ROWS, **files}
+    for name, content in files.items():
+        path = tmp_path / name
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+    return [
+        "data=generic",
+        "data.text_column=sentence",
+        f"data.train_file={tmp_path / 'train.tsv'}",
+        f"data.eval_file={tmp_path / 'dev.tsv'}",
+    ]
+
+
+def _other_model_checkpoint(tmp_path: Path) -> Path:
+    """A Lightning-style checkpoint whose student has another width (hidden 64, not 32)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    other = BertForSequenceClassification(
+        BertConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    path = tmp_path / "other.ckpt"
+    state = {f"student.{key}": value for key, value in other.state_dict().items()}
+    torch.save({"state_dict": state, "optimizer_states": [{}], "lr_schedulers": [], "global_step": 3}, path)
+    return path
+
+
+#: id -> (overrides, data files (name -> content), what the message must contain)
+CASES = {
+    # --- config typos and out-of-range values
+    "temperature zero": (["loss.temperature=0"], {}, ["loss.temperature=0", "must be a number > 0"]),
+    "temperature text": (["loss.temperature=warm"], {}, ["loss.temperature=warm", "must be a number > 0"]),
+    "optimizer typo": (["+optimizer.lrr=1e-3"], {}, ["optimizer.lrr: unknown option", "did you mean 'lr'"]),
+    "module typo": (["+module.warmup_ratoi=0.1"], {}, ["module.warmup_ratoi: unknown key", "did you mean 'warmup_ratio'"]),
+    "report typo": (["+report.latency_repeat=3"], {}, ["report.latency_repeat", "did you mean 'latency_repeats'"]),
+    "unknown metric": (["module.metrics=[acc]"], {}, ["module.metrics: ['acc'] not available", "choose from"]),
+    "regression metric on classes": (["module.metrics=[pearson]"], {}, ["module.metrics: ['pearson']", "choose from"]),
+    "unknown task": (["task=translation"], {}, ["task='translation' is not one of"]),
+    "batch size zero": (["data.batch_size=0"], {}, ["data.batch_size=0 is invalid", "integer >= 1"]),
+    "max_length over the model": (["data.max_length=100000"], {}, ["data.max_length=100000 exceeds", "data.max_length<="]),
+    "negative train limit": (["data.train_limit=-5"], {}, ["data.train_limit=-5 is invalid"]),
+    "negative workers": (["data.num_workers=-1"], {}, ["data.num_workers=-1 is invalid"]),
+    "zero labels": (["data.num_labels=0"], {}, ["data.num_labels=0", ">= 1"]),
+    "unknown file format": (["data.file_format=xlsx"], {}, ["data.file_format='xlsx' is not supported", "Allowed"]),
+    "teacher dtype": (["teacher.dtype=int8"], {}, ["teacher.dtype='int8' is not one of"]),
+    "unknown finetune setting": (["++teacher.finetune.lrate=1e-4"], {}, ["teacher.finetune: unknown settings ['lrate']"]),
+    "layer copy out of range": (
+        ["student=from_teacher_3l", "student.init_from_teacher_layers=[0,7]"], {},
+        ["student.init_from_teacher_layers=[0, 7]: indices [7] out of range", "valid: 0..1"],
+    ),
+    "teacher terms without teacher": (["teacher=none", "loss=kd_ce"], {}, ["teacher is none but loss terms ['kd']", "loss=ce"]),
+    "regression loss on classes": (["loss=regression"], {}, ["need a regression head", "loss=kd_ce"]),
+    "vocabularies differ": (["++student.config.vocab_size=1000"], {}, ["teacher vocab_size=30522 != student vocab_size=1000"]),
+    "checkpoint missing": (["ckpt_path=/nonexistent/last.ckpt"], {}, ["ckpt_path='/nonexistent/last.ckpt': no such checkpoint file"]),
+    "checkpoint not a checkpoint": (["ckpt_path={tmp}/notes.txt"], {"notes.txt": "not a checkpoint"}, ["not a readable Lightning checkpoint", "Fix:"]),
+    "checkpoint of another model": (
+        ["ckpt_path={tmp}/other.ckpt"], {}, ["ckpt_path=", "is a checkpoint of another model", "weights of another shape", "Fix:"],
+    ),
+    "output folder is a file": (["paths.output_dir={tmp}/a_file/run"], {"a_file": "x"}, ["paths.output_dir=", "not a folder", "Fix:"]),
+    # --- data files
+    "missing train file": (["data.train_file={tmp}/absent.tsv"], {}, ["data.train_file=", "file not found", "Fix:"]),
+    "empty file": ([], {"train.tsv": ""}, ["data.train_file", "Fix:"]),
+    "header only": ([], {"train.tsv": "sentence\tlabel\n"}, ["data.train_file", "has no data rows (a header only)", "Fix:"]),
+    "mis-encoded file": ([], {"train.tsv": "sentence\tlabel\ncaf\xe9 au lait\t1\n".encode("latin-1")}, ["data.train_file", "UTF-8", "Fix:"]),
+    "ragged rows": ([], {"train.tsv": "sentence\tlabel\na film\t1\textra\tcells\n"}, ["data.train_file", "Fix:"]),
+    "text column typo": (["data.text_column=sentense"], {}, ["data.text_column='sentense' is not a column", "Available columns"]),
+    "label out of range": ([], {"train.tsv": "sentence\tlabel\na film\t5\n"}, ["allows class ids 0..1", "data.num_labels=6"]),
+    "string labels without names": ([], {"train.tsv": "sentence\tlabel\na film\tgood\nb film\tbad\n"}, ["data.label_names=[bad,good]"]),
+    "unknown string label": (
+        ["data.label_names=[bad,good]"], {"train.tsv": "sentence\tlabel\na film\tgood\nb film\tmeh\n", "dev.tsv": "sentence\tlabel\na\tgood\n"},
+        ["does not contain the labels ['meh']"],
+    ),
+    "empty texts": ([], {"train.tsv": "sentence\tlabel\n \t1\na film\t0\n\t1\n"}, ["data.text_column='sentence'", "2 rows", "blank", "Fix:"]),
+    "NaN regression targets": (
+        ["data.num_labels=1", "loss=regression", "module.metrics=[pearson]"],
+        {"train.tsv": "sentence\tlabel\na film\t0.5\nb film\tnan\n", "dev.tsv": "sentence\tlabel\na\t0.1\nb\t0.9\n"},
+        ["data.label_column='label'", "not a number", "Fix:"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_before_training_naming_the_field_and_the_fix(case, tmp_path):
+    overrides, files, expected = CASES[case]
+    if case == "checkpoint of another model":
+        _other_model_checkpoint(tmp_path)
+    data = _files(tmp_path, files)
+    overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
+    cfg = compose([*TINY_RUN, *data, *overrides], tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        build_run(cfg)
+    message = str(raised.value)
+    for text in expected:
+        assert text in message, (text, message)
+
+
+def test_the_suite_has_at_least_thirty_cases():
+    assert len(CASES) >= 30
+
+
+@pytest.mark.parametrize("case", ["mis-encoded file", "checkpoint of another model"])
+def test_the_command_prints_the_problem_and_exits_2_without_a_traceback(case, tmp_path):
+    from test_cli import run_cli
+
+    overrides, files, expected = CASES[case]
+    if case == "checkpoint of another model":
+        _other_model_checkpoint(tmp_path)
+    data = _files(tmp_path, files)
+    overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
+    result = run_cli([*TINY_RUN, *data, *overrides], tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert "Traceback" not in output
+    for text in expected:
+        assert text in output
