@@ -92,6 +92,7 @@ def finetuned_teacher_path(
         enable_progress_bar=progress_bar,
         callbacks=[StepProgressBar(label="teacher fine-tune", leave=True)] if progress_bar else [],
     )
-    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed, transfer=False))
+    # One device: even inside a DDP process (a later stage), this process fine-tunes on all the data.
+    trainer.fit(module, train_dataloaders=datamodule.train_dataloader(seed=seed, transfer=False, sharded=False))
     save_student(model, datamodule.tokenizer, target)  # atomic: the folder appears complete
     return target

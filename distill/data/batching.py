@@ -17,11 +17,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.errors import DataConfigError
-from distill.data.sampling import LengthGroupedSampler
+from distill.data.sampling import LengthGroupedSampler, RankShardedSampler
 
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
 NO_MODEL_MAX_LENGTH = int(1e20)
@@ -142,13 +142,17 @@ class BatchedTextDataModule(L.LightningDataModule):
             problems.append(f"data.num_workers={self.num_workers!r} is invalid: use an integer >= 0.")
         return problems
 
-    def _train_sampler(self, dataset: Sized, seed: int) -> Sampler[int]:
-        """Length-grouped shuffle, plain shuffle, or file order (``shuffle=False``), seeded by ``seed``."""
+    def _train_sampler(self, dataset: Sized, seed: int, sharded: bool = True) -> Sampler[int]:
+        """Length-grouped shuffle, plain shuffle, or file order (``shuffle=False``), seeded by ``seed``.
+
+        Each shards itself across DDP ranks in whole batches (``distill.data.sampling``), so
+        Lightning leaves it alone and every rank's batches stay length-grouped. ``sharded=False``
+        gives the whole order to this process even inside a DDP run (a one-device loop).
+        """
+        world = {} if sharded else {"num_replicas": 1, "rank": 0}
         if self.shuffle and self.group_by_length:
-            return LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed)
-        if self.shuffle:
-            return RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        return SequentialSampler(dataset)
+            return LengthGroupedSampler(self.train_lengths, self.batch_size, seed=seed, **world)
+        return RankShardedSampler(len(dataset), self.batch_size, seed=seed, shuffle=self.shuffle, **world)
 
     def _loader(
         self,

@@ -83,14 +83,15 @@ class TextClassificationDataModule(BatchedTextDataModule):
             to its names.
         num_labels: number of classes; ``1`` means regression (float targets, no range check).
         max_length: truncate tokenized examples to this many tokens.
-        batch_size: training batch size.
+        batch_size: training batch size (per rank under DDP).
         eval_batch_size: evaluation batch size.
         train_limit: keep only the first N training examples (before tokenizing).
         eval_limit: keep only the first N evaluation examples (before tokenizing).
         group_by_length: batch training examples of similar length (see
             :class:`~distill.data.LengthGroupedSampler`). Only applies when ``shuffle`` is true.
-        shuffle: shuffle training data; ``False`` keeps file order (also under DDP, where
-            Lightning swaps in a non-shuffling ``DistributedSampler``).
+        shuffle: shuffle training data; ``False`` keeps file order. Under DDP every training order
+            shards itself in whole batches: step ``k``'s global batch is batch ``k`` of one process
+            at ``batch_size × world_size`` (see :mod:`distill.data.sampling`).
         seed: seed of the training order.
         num_workers: ``DataLoader`` worker processes.
         transfer: unlabeled text for the teacher-target terms only (``data.transfer``, see
@@ -453,18 +454,23 @@ class TextClassificationDataModule(BatchedTextDataModule):
 
     # ------------------------------------------------------------------ data loaders
 
-    def train_dataloader(self, seed: int | None = None, transfer: bool = True) -> DataLoader:
+    def train_dataloader(self, seed: int | None = None, transfer: bool = True, sharded: bool = True) -> DataLoader:
         """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``).
 
         With a transfer set, each batch holds ``batch_size`` labeled examples followed by
-        ``transfer.per_batch(batch_size)`` transfer examples (:class:`TransferMixSampler`).
+        ``transfer.per_batch(batch_size)`` transfer examples (:class:`TransferMixSampler`). Under
+        DDP the sampler hands each rank whole batches of its own (:mod:`distill.data.sampling`),
+        length-grouped and with that mix; Lightning does not re-shuffle it.
 
         Args:
             seed: the shuffling seed; ``None`` uses ``self.seed`` (a teacher's fine-tuning passes its own).
             transfer: ``False`` leaves the transfer set out (labeled batches only).
+            sharded: ``False`` gives this process every batch even when a process group exists
+                (a one-device loop, such as the teacher's fine-tuning, run inside a DDP process).
         """
         dataset = self._prepared_split("train")
         seed = self.seed if seed is None else seed
+        world = {} if sharded else {"num_replicas": 1, "rank": 0}
         if transfer and self._mixed_train is not None:
             per_batch = self.transfer.per_batch(self.batch_size)
             mix = TransferMixSampler(
@@ -475,9 +481,10 @@ class TextClassificationDataModule(BatchedTextDataModule):
                 seed=seed,
                 shuffle=self.shuffle,
                 group_by_length=self.group_by_length,
+                **world,
             )
             return self._padded_loader(self._mixed_train, self.batch_size + per_batch, mix)
-        return self._padded_loader(dataset, self.batch_size, self._train_sampler(dataset, seed))
+        return self._padded_loader(dataset, self.batch_size, self._train_sampler(dataset, seed, sharded=sharded))
 
     def val_dataloader(self) -> DataLoader:
         """Evaluation batches in file order."""

@@ -15,10 +15,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
 from distill.data import sources as sources_module
+from distill.data.sampling import RankShardedSampler
 
 
 def _prepared(tokenizer: Any, **kwargs: Any) -> TextClassificationDataModule:
@@ -95,7 +96,7 @@ def test_unshuffled_train_batches_follow_file_order(tokenizer: Any, data_dir: Pa
         group_by_length=False,
     )
     loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, SequentialSampler)
+    assert type(loader.sampler) is RankShardedSampler and not loader.sampler.shuffle
     labels = torch.cat([batch["labels"] for batch in loader]).tolist()
     assert labels == dm.train_dataset["labels"]
     first = next(iter(loader))
@@ -115,8 +116,8 @@ def test_length_grouping_pads_less_than_random_order(tokenizer: Any, data_dir: P
             seed=3,
         )
         loader = dm.train_dataloader()
-        expected = LengthGroupedSampler if group_by_length else RandomSampler
-        assert isinstance(loader.sampler, expected)
+        expected = LengthGroupedSampler if group_by_length else RankShardedSampler
+        assert type(loader.sampler) is expected and loader.sampler.shuffle
         batches = list(loader)
         assert sum(len(b["labels"]) for b in batches) == 3000
         return sum(b["input_ids"].numel() for b in batches), sum(dm.train_lengths)
@@ -280,7 +281,8 @@ def test_unshuffled_loader_and_setup_reuse_prepared_data(tokenizer: Any, tmp_pat
     dm.setup("fit")
     dataset = dm.train_dataset
     assert dm.prepare() is dm and dm.train_dataset is dataset  # idempotent
-    assert isinstance(dm.train_dataloader().sampler, SequentialSampler)  # shuffle=False wins over grouping
+    sampler = dm.train_dataloader().sampler
+    assert type(sampler) is RankShardedSampler and not sampler.shuffle  # shuffle=False wins over grouping
     labels = torch.cat([b["labels"] for b in dm.train_dataloader()]).tolist()
     assert labels == [1, 0, 1, 0] * 5
 

@@ -1,12 +1,15 @@
-"""LengthGroupedSampler: a fresh permutation each epoch, grouped by length, reproducible."""
+"""Training samplers: a fresh order each epoch, grouped by length, reproducible, sharded by rank in whole batches."""
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
+from torch.utils.data import DistributedSampler
 
 from distill.data import LengthGroupedSampler
+from distill.data.sampling import RankShardedSampler, TransferMixSampler
 
 
 def _lengths(n: int = 1000, seed: int = 0) -> list[int]:
@@ -85,3 +88,160 @@ def test_rejects_invalid_arguments(kwargs: dict, match: str) -> None:
     kwargs = {"lengths": [1, 2, 3], **kwargs}
     with pytest.raises(ValueError, match=match):
         LengthGroupedSampler(**kwargs)
+
+
+# ---------------------------------------------------------------------- sharding by rank (DDP)
+
+
+def _rank_batches(sampler_for_rank, world_size: int, batch_size: int) -> list[list[list[int]]]:
+    """Each rank's batches, as the ``DataLoader`` (same ``batch_size``) cuts its index stream."""
+    per_rank = []
+    for rank in range(world_size):
+        sampler = sampler_for_rank(rank)
+        order = list(sampler)
+        assert len(order) == len(sampler)
+        per_rank.append([order[i : i + batch_size] for i in range(0, len(order), batch_size)])
+    return per_rank
+
+
+SHARDED = {
+    "grouped": lambda lengths, b, world, rank, seed=0: LengthGroupedSampler(
+        lengths, b, seed=seed, num_replicas=world, rank=rank
+    ),
+    "shuffled": lambda lengths, b, world, rank, seed=0: RankShardedSampler(
+        len(lengths), b, seed=seed, num_replicas=world, rank=rank
+    ),
+    "file_order": lambda lengths, b, world, rank, seed=0: RankShardedSampler(
+        len(lengths), b, seed=seed, shuffle=False, num_replicas=world, rank=rank
+    ),
+}
+
+
+def test_samplers_are_distributed_samplers_so_lightning_does_not_rewrap_them() -> None:
+    # Lightning wraps a training sampler unless it is a DistributedSampler
+    # (DataConnector._requires_distributed_sampler); these shard themselves.
+    for make in SHARDED.values():
+        assert isinstance(make([3, 1, 2], 2, 1, 0), DistributedSampler)
+    assert isinstance(TransferMixSampler([1], [1], 1, 1), DistributedSampler)
+
+
+@pytest.mark.parametrize("kind", SHARDED)
+@pytest.mark.parametrize(("n", "world_size"), [(1000, 2), (1003, 2), (1003, 3), (5, 4)])
+def test_ranks_get_whole_equal_batches_covering_the_epoch_once(kind: str, n: int, world_size: int) -> None:
+    lengths, batch_size = _lengths(n), 16
+    batches = _rank_batches(lambda r: SHARDED[kind](lengths, batch_size, world_size, r), world_size, batch_size)
+    counts = {len(rank_batches) for rank_batches in batches}
+    assert counts == {-(-n // (batch_size * world_size))}  # the same number of batches on every rank
+    assert all(len(batch) == batch_size for rank_batches in batches for batch in rank_batches)  # all full
+    seen = Counter(i for rank_batches in batches for batch in rank_batches for i in batch)
+    assert set(seen) == set(range(n))  # every example at least once...
+    # ...and the documented remainder only: the short last global batch is filled up with the
+    # epoch's first indices, fewer than one global batch of repeats.
+    repeats = sum(seen.values()) - n
+    assert repeats == (-n) % (batch_size * world_size) < batch_size * world_size
+
+
+@pytest.mark.parametrize("kind", SHARDED)
+def test_step_k_trains_on_batch_k_of_one_process_at_the_global_batch_size(kind: str) -> None:
+    lengths, batch_size, world_size = _lengths(960), 8, 4
+    one_process = list(SHARDED[kind](lengths, batch_size * world_size, 1, 0, seed=5))
+    batches = _rank_batches(lambda r: SHARDED[kind](lengths, batch_size, world_size, r, seed=5), world_size, batch_size)
+    steps = [sum((batches[r][k] for r in range(world_size)), []) for k in range(len(batches[0]))]
+    assert sum(steps, []) == one_process
+
+
+def test_one_process_order_is_the_unsharded_order() -> None:
+    lengths = _lengths(1003)
+    assert list(LengthGroupedSampler(lengths, 16, num_replicas=1, rank=0)) == list(LengthGroupedSampler(lengths, 16))
+    assert len(LengthGroupedSampler(lengths, 16)) == 1003  # no process group: one process, short last batch kept
+
+
+def _padding_per_rank(sampler_for_rank, lengths: list[int], world_size: int, batch_size: int) -> int:
+    return sum(
+        _padded_tokens(list(sampler_for_rank(rank)), lengths, batch_size) for rank in range(world_size)
+    )
+
+
+def test_each_ranks_batches_are_length_grouped() -> None:
+    lengths, batch_size, world_size = _lengths(2000), 16, 2
+    grouped = _padding_per_rank(lambda r: LengthGroupedSampler(lengths, batch_size, num_replicas=2, rank=r),
+                                lengths, world_size, batch_size)
+    shuffled = _padding_per_rank(lambda r: RankShardedSampler(len(lengths), batch_size, num_replicas=2, rank=r),
+                                 lengths, world_size, batch_size)
+    assert sum(lengths) <= grouped < 0.6 * shuffled
+    for rank in range(world_size):  # each rank's batches come out of a length-sorted run
+        order = list(LengthGroupedSampler(lengths, batch_size, num_replicas=2, rank=rank))
+        for start in range(0, len(order) - batch_size, batch_size):
+            batch = [lengths[i] for i in order[start : start + batch_size]]
+            assert batch == sorted(batch, reverse=True)
+
+
+@pytest.mark.parametrize("kind", ["grouped", "shuffled"])
+def test_every_rank_gets_a_new_order_each_epoch_reproducibly(kind: str) -> None:
+    lengths = _lengths(500)
+    for rank in range(2):
+        sampler, again = SHARDED[kind](lengths, 8, 2, rank), SHARDED[kind](lengths, 8, 2, rank)
+        epoch0 = list(sampler)
+        sampler.set_epoch(1)
+        again.set_epoch(1)
+        assert list(sampler) != epoch0
+        assert list(sampler) == list(again)
+
+
+def test_rank_and_world_size_come_from_the_process_group_when_it_is_initialised(monkeypatch) -> None:
+    import torch.distributed as dist
+
+    lengths = _lengths(100)
+    sampler = LengthGroupedSampler(lengths, 8)  # built before the process group exists, as in Lightning
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    assert (sampler.num_replicas, sampler.rank) == (2, 1)
+    assert list(sampler) == list(LengthGroupedSampler(lengths, 8, num_replicas=2, rank=1))
+
+
+def test_rejects_a_rank_outside_the_world() -> None:
+    with pytest.raises(ValueError, match="rank"):
+        LengthGroupedSampler([1, 2], 1, num_replicas=2, rank=2)
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_transfer_mix_gives_every_rank_batches_with_the_configured_counts(group_by_length: bool) -> None:
+    labeled, transfer = _lengths(300, seed=1), _lengths(1000, seed=2)
+    lengths = labeled + transfer
+    labeled_per_batch, transfer_per_batch, world_size = 4, 12, 2
+
+    def mix(rank: int, world: int = world_size, l: int = labeled_per_batch, t: int = transfer_per_batch):
+        return TransferMixSampler(labeled, transfer, l, t, group_by_length=group_by_length,
+                                  num_replicas=world, rank=rank)
+
+    batch_size = labeled_per_batch + transfer_per_batch
+    batches = _rank_batches(mix, world_size, batch_size)
+    assert len(batches[0]) == len(batches[1]) == -(-1000 // (transfer_per_batch * world_size))  # 42
+    for rank_batches in batches:
+        for batch in rank_batches:
+            assert len(batch) == batch_size
+            assert all(i < 300 for i in batch[:labeled_per_batch])
+            assert all(i >= 300 for i in batch[labeled_per_batch:])
+    # The larger pool (transfer) is seen once per epoch across the ranks, plus < one global batch.
+    transfer_seen = Counter(i for rank_batches in batches for batch in rank_batches for i in batch[labeled_per_batch:])
+    assert set(transfer_seen) == set(range(300, 1300)) and sum(transfer_seen.values()) - 1000 < 24
+    # Step k on the two ranks is batch k of one process with twice the counts.
+    one_process = list(mix(0, world=1, l=2 * labeled_per_batch, t=2 * transfer_per_batch))
+    for k in range(len(batches[0])):
+        global_batch = one_process[k * 2 * batch_size : (k + 1) * 2 * batch_size]
+        step = batches[0][k] + batches[1][k]
+        assert sorted(step) == sorted(global_batch)
+    if group_by_length:  # each rank's transfer rows come from a length-sorted run: little padding
+        def transfer_padding(rank_batches: list[list[int]]) -> int:
+            return sum(len(b[labeled_per_batch:]) * max(lengths[i] for i in b[labeled_per_batch:]) for b in rank_batches)
+
+        shuffled = _rank_batches(lambda r: TransferMixSampler(labeled, transfer, 4, 12, group_by_length=False,
+                                                              num_replicas=2, rank=r), 2, batch_size)
+        assert sum(map(transfer_padding, batches)) < 0.6 * sum(map(transfer_padding, shuffled))
+    # A new order each epoch on every rank.
+    for rank in range(world_size):
+        sampler = mix(rank)
+        epoch0 = list(sampler)
+        sampler.set_epoch(1)
+        assert list(sampler) != epoch0
