@@ -39,10 +39,15 @@ def run(cfg: DictConfig) -> float | None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
-    from distill.errors import ConfigError
+    from distill.errors import ConfigError, NonFiniteLossError
 
     try:
         summary = train(cfg)
+    except NonFiniteLossError as error:
+        # A training-time failure: the message names the step and the terms; the run folder (logs,
+        # the last good checkpoint) stays.
+        log.error("%s", error)
+        sys.exit(3)
     except ConfigError as error:
         # Config, data and model errors are found before training; show the message, not a traceback.
         log.error("%s", error)

@@ -1,8 +1,9 @@
-"""The one error class for bad input found before training: a config, data or model problem.
+"""The run's own error classes, each caught by the CLI, which prints the message, never a traceback.
 
-:class:`ConfigError` carries ``problems`` (one message per problem, each naming the field, the value,
-what is allowed and the fix). The data and model errors are its subclasses, so the CLI catches one
-class, prints the problems and exits with status 2, never a traceback.
+:class:`ConfigError`, for bad input found before training (a config, data or model problem), carries
+``problems`` (one message per problem, each naming the field, the value, what is allowed and the
+fix); the data and model errors are its subclasses, and the CLI exits with status 2.
+:class:`NonFiniteLossError` is a failure during training (status 3): the run folder is kept.
 """
 
 from __future__ import annotations
@@ -30,3 +31,12 @@ class ConfigError(ValueError):
 
     def __reduce__(self) -> tuple[type, tuple[list[str]]]:
         return type(self), (self.problems,)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A training step's loss was NaN or inf (see :mod:`distill.nonfinite`).
+
+    The message names the step, the non-finite loss terms and whose outputs were non-finite. Not a
+    :class:`ConfigError`: the input was valid, the run failed during training, and its folder (logs,
+    the last good checkpoint) is kept.
+    """

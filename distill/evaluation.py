@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from distill.models import count_parameters
 from distill.module import DistillationModule
 from distill.report import compare, measure_latency
+from distill.val_metrics import agreement_score
 
 #: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
 #: the run's objective on the eval text (``val/loss/total``; lower is better).
@@ -18,6 +19,10 @@ EVAL_LOSS = "eval_loss"
 
 def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, cfg: DictConfig) -> dict:
     """Dev metrics of student (and teacher), parameters and CPU latency per batch.
+
+    Classification: ``student["agreement"]`` is the share of dev examples where the student predicts
+    the class of its reference, the teacher (or the ensemble: ``val/agreement/teacher`` or
+    ``/ensemble``); runs before the rename wrote it as ``teacher_agreement``.
 
     Without class predictions (``task`` masked_lm or feature_extraction) the student's figure is
     ``eval_loss`` (the objective on the eval text, each term also under ``eval_terms``) and, for
@@ -48,8 +53,8 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
         return _ensemble_summary(module, scores, figures, metric_names)
     teacher = figures(module.teacher, "val/teacher/") if module.teacher is not None else None
     student = figures(module.student, "val/")
-    if teacher is not None and "val/teacher_accuracy" in scores:
-        student["teacher_agreement"] = float(scores["val/teacher_accuracy"])
+    if teacher is not None and agreement_score(scores) is not None:
+        student["agreement"] = agreement_score(scores)
     return compare(teacher, student, metric_names[0])
 
 
@@ -68,8 +73,8 @@ def _ensemble_summary(module: DistillationModule, scores: dict, figures, metric_
     ensemble["members"] = {name: module.ensemble.weights[name] for name in teachers}
     ensemble["mode"] = module.ensemble.mode
     student = figures(module.student, "val/")
-    if "val/ensemble_accuracy" in scores:
-        student["teacher_agreement"] = float(scores["val/ensemble_accuracy"])
+    if agreement_score(scores) is not None:
+        student["agreement"] = agreement_score(scores)
     summary = compare(ensemble, student, metric_names[0])
     summary["teachers"] = teachers
     return summary

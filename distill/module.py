@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -12,30 +11,16 @@ import torch
 from torch import nn
 
 from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
-from distill.losses.ensemble import ensemble_logits, ensemble_predictions, normalised_weights
-from distill.losses.logits import hard_label_cross_entropy
-from distill.metrics import build_metrics
+from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.models.capture import capture_modules, capture_outputs
+from distill.nonfinite import NONFINITE_POLICIES, NonFiniteGuard
+from distill.teachers import ENSEMBLE_MODES, TeacherEnsemble, _FrozenTeacher
+from distill.val_metrics import log_classification_metrics, log_token_losses, register_val_metrics
+
+__all__ = ["DistillationModule", "ENSEMBLE_MODES", "NONFINITE_POLICIES", "TeacherEnsemble", "model_outputs"]
 
 #: Batch keys that are targets, never model inputs (``label_mask`` marks transfer-set rows).
 TARGET_KEYS = ("labels", "label_mask")
-
-
-class _FrozenTeacher:
-    """Holds the teacher outside ``nn.Module`` registration.
-
-    Unregistered, the teacher is absent from ``state_dict`` (checkpoints stay student-sized), from
-    ``parameters()`` (no optimizer state, no DDP gradient sync or FSDP/DeepSpeed wrapping) and from
-    the recursive ``.train()`` that Lightning calls (its dropout stays off).
-    """
-
-    def __init__(
-        self, model: nn.Module, capture_names: tuple[str, ...] = (), module_paths: tuple[str, ...] = ()
-    ) -> None:
-        model.requires_grad_(False)
-        model.eval()
-        self.model = model
-        self.capture = capture_modules(model, capture_names, module_paths, role="teacher")
 
 
 def model_outputs(
@@ -63,70 +48,6 @@ def model_outputs(
     )
 
 
-#: ``TeacherEnsemble.mode`` values.
-ENSEMBLE_MODES = ("average", "per_teacher")
-
-
-@dataclass
-class TeacherEnsemble:
-    r"""Several frozen teachers and how the student learns from them (multi-teacher distillation).
-
-    Design. Every teacher is held like the single teacher (:class:`_FrozenTeacher`: frozen, eval
-    mode, run under no_grad, unregistered, so absent from ``state_dict``, the optimizer and DDP) and
-    runs once per step, with hooks and hidden states only where a loss reads them. Weights are
-    normalised, :math:`\tilde w_k = w_k / \sum_j w_j`, so one teacher of any weight is the
-    single-teacher objective. Two modes:
-
-    - ``average`` (ensemble distillation: Hinton et al. 2015, arXiv:1503.02531, §4;
-      Fukuda et al. 2017, Interspeech): the run's ``loss`` reads one combined teacher. Its logits are
-      :func:`~distill.losses.ensemble_logits` at the loss's current temperature ``T``,
-      :math:`z = T \log \sum_k \tilde w_k \mathrm{softmax}(z_k/T)`, so ``softmax(z/T)`` is the
-      weighted mixture of the teachers' tempered distributions; a regression head gets the weighted
-      mean prediction. Hidden states and captured modules come from ``primary`` (hidden-state,
-      attention and module terms need one). Total: ``loss(student, combined teacher)``.
-    - ``per_teacher``: teacher ``k`` has its own :class:`LossMix` ``losses[k]`` (teacher terms
-      only, bound to that teacher: its own layer maps and projections, registered under
-      ``teacher_losses.<k>``); the run's ``loss`` holds the label terms and reads no teacher.
-      Total: :math:`\mathcal{L} = \mathcal{L}_{loss}(\text{student}, y) + \sum_k \tilde w_k\,
-      \mathcal{L}_{losses[k]}(\text{student}, \text{teacher}_k)`; each teacher term is logged as
-      ``train/loss/<k>/<term>`` (``_weighted`` includes :math:`\tilde w_k`).
-
-    Validation reports each teacher (``val/teacher/<k>/<metric>``) and the ensemble
-    (``val/ensemble/<metric>``: argmax of the weighted mixture of the teachers' probabilities at
-    ``T = 1``, or the weighted mean prediction for regression), plus the student's agreement with the
-    ensemble (``val/ensemble_accuracy``).
-
-    Attributes:
-        teachers: name -> model (frozen here).
-        weights: name -> weight > 0 (normalised here).
-        mode: ``average`` or ``per_teacher``.
-        losses: ``per_teacher``: name -> that teacher's :class:`LossMix`.
-        primary: ``average``: the teacher whose hidden states / captured modules the loss reads.
-    """
-
-    teachers: Mapping[str, nn.Module]
-    weights: Mapping[str, float] = field(default_factory=dict)
-    mode: str = "average"
-    losses: Mapping[str, LossMix] | None = None
-    primary: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in ENSEMBLE_MODES:
-            raise ValueError(f"teacher_ensemble.mode={self.mode!r}: choose one of {list(ENSEMBLE_MODES)}")
-        if not self.teachers:
-            raise ValueError("TeacherEnsemble needs at least one teacher")
-        weights = {name: self.weights.get(name, 1.0) for name in self.teachers}
-        self.weights = normalised_weights(weights)
-        if self.primary is not None and self.primary not in self.teachers:
-            raise ValueError(f"teacher_ensemble.primary={self.primary!r}: not one of {list(self.teachers)}")
-        if self.mode == "per_teacher":
-            missing = sorted(set(self.teachers) - set(self.losses or {}))
-            if missing:
-                raise ValueError(f"teacher_ensemble.mode=per_teacher: teachers {missing} have no loss")
-        elif self.losses:
-            raise ValueError("teacher_ensemble.mode=average: the run's loss reads the combined teacher; no per-teacher losses")
-
-
 class DistillationModule(L.LightningModule):
     """Distil ``teacher`` into ``student`` with the objective ``loss``.
 
@@ -148,6 +69,13 @@ class DistillationModule(L.LightningModule):
             the losses see only the masked positions, see :meth:`LossInputs.for_tokens`) or
             ``feature_extraction`` (a base model: hidden states, no logits, no labels).
         run_config: the resolved run config, stored in checkpoints as hyper-parameters.
+        nonfinite: what a NaN/inf training loss does (:mod:`distill.nonfinite`): ``stop`` raises
+            :class:`~distill.errors.NonFiniteLossError` naming the step, the terms and whose outputs
+            were non-finite, before the optimizer step (so no NaN weights reach a checkpoint);
+            ``skip`` skips that batch's optimizer step instead (the step still counts for
+            ``max_steps`` and the scheduler), up to ``max_skipped_batches`` times per run, then stops.
+            Checked once per step (one device sync).
+        max_skipped_batches: the ``skip`` policy's budget.
     """
 
     def __init__(
@@ -164,6 +92,8 @@ class DistillationModule(L.LightningModule):
         metrics: list[str] | tuple[str, ...] = ("accuracy",),
         task: str = "sequence_classification",
         run_config: dict | None = None,
+        nonfinite: str = "stop",
+        max_skipped_batches: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": run_config or {}})
@@ -197,6 +127,7 @@ class DistillationModule(L.LightningModule):
             tuple(sorted({path for mix in student_mixes for path in mix.student_modules})),
             role="student",
         )
+        self.nonfinite = NonFiniteGuard(nonfinite, int(max_skipped_batches))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
@@ -209,20 +140,9 @@ class DistillationModule(L.LightningModule):
         self.examples_seen: dict[str, int] = {}
         # Without class predictions (masked_lm, feature_extraction) the report uses the eval loss.
         metrics = list(metrics) if self.classification else []
-        self.val_metrics = build_metrics(metrics, num_labels).clone(prefix="val/") if metrics else None
-        if teacher is not None and self.classification:
-            self.val_teacher_metrics = build_metrics(metrics, num_labels).clone(prefix="val/teacher/")
-            if num_labels > 1:
-                # Share of examples where student and teacher predict the same class.
-                self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/teacher_")
-        if ensemble is not None and self.classification and metrics:
-            self.val_teachers_metrics = nn.ModuleDict(
-                {name: build_metrics(metrics, num_labels).clone(prefix=f"val/teacher/{name}/") for name in ensemble.teachers}
-            )
-            self.val_ensemble_metrics = build_metrics(metrics, num_labels).clone(prefix="val/ensemble/")
-            if num_labels > 1:
-                # Share of examples where the student predicts the ensemble's class.
-                self.val_agreement = build_metrics(["accuracy"], num_labels).clone(prefix="val/ensemble_")
+        register_val_metrics(
+            self, metrics, num_labels, teacher is not None, list(ensemble.teachers) if ensemble is not None else []
+        )
 
     # -- the teacher ------------------------------------------------------------------------
     @property
@@ -389,10 +309,17 @@ class DistillationModule(L.LightningModule):
             return True
         return self.loss.uses_teacher
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        """The loss to backpropagate; ``None`` (Lightning then skips backward and the optimizer
+        step) for a batch the ``skip`` policy skips. A non-finite loss is checked before anything
+        is logged or stepped (see :mod:`distill.nonfinite`)."""
         loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self._uses_teacher())
         result = self._objective(loss_inputs, per_teacher)
         batch_size = loss_inputs.attention_mask.size(0)
+        where = f"epoch {self.current_epoch}, batch {batch_idx}"
+        if not self.nonfinite.check(result, loss_inputs, per_teacher, self.global_step, where):
+            self.log("train/nonfinite_skipped", float(self.nonfinite.skipped), batch_size=batch_size)
+            return None
         logged = {"train/loss/total": result.total.detach()}
         for name, value in result.unweighted.items():
             logged[f"train/loss/{name}"] = value.detach()
@@ -404,8 +331,11 @@ class DistillationModule(L.LightningModule):
         self.log("train/temperature", self.loss.temperature, batch_size=batch_size)
         return result.total
 
-    def _predictions(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.squeeze(-1).float() if self.num_labels == 1 else logits.argmax(-1)
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["nonfinite_skipped"] = self.nonfinite.skipped  # the skip budget spans a resumed run
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.nonfinite.skipped = int(checkpoint.get("nonfinite_skipped", 0))
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self.has_teacher)
@@ -415,66 +345,9 @@ class DistillationModule(L.LightningModule):
         for name, value in result.unweighted.items():
             self.log(f"val/loss/{name}", value, batch_size=batch_size, sync_dist=True)
         if not self.classification:
-            self._log_token_losses(loss_inputs, per_teacher, batch_size)
+            log_token_losses(self, loss_inputs, per_teacher, batch_size)
             return
-        student_predictions = self._predictions(loss_inputs.student.logits)
-        labels = loss_inputs.labels
-        if self.ensemble is not None:
-            self._log_ensemble_metrics(per_teacher, student_predictions, labels, batch_size)
-            return
-        if labels is not None and self.val_metrics is not None:
-            self.val_metrics.update(student_predictions, labels)
-            self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
-        if loss_inputs.teacher is not None:
-            teacher_predictions = self._predictions(loss_inputs.teacher.logits)
-            if labels is not None and self.val_metrics is not None:
-                self.val_teacher_metrics.update(teacher_predictions, labels)
-                self.log_dict(self.val_teacher_metrics, batch_size=batch_size)
-            if self.num_labels > 1:
-                self.val_agreement.update(student_predictions, teacher_predictions)
-                self.log_dict(self.val_agreement, batch_size=batch_size)
-
-    def _log_ensemble_metrics(self, per_teacher, student_predictions, labels, batch_size: int) -> None:
-        """Each teacher's and the ensemble's metrics (mixture at T = 1), and the student's agreement
-        with the ensemble."""
-        if labels is not None and self.val_metrics is not None:
-            self.val_metrics.update(student_predictions, labels)
-            self.log_dict(self.val_metrics, batch_size=batch_size, prog_bar=True)
-        if not per_teacher:
-            return
-        names = list(per_teacher)
-        logits = [per_teacher[name].teacher.logits for name in names]
-        weights = [self.ensemble.weights[name] for name in names]
-        if self.num_labels == 1:
-            ensemble = ensemble_predictions(logits, weights)
-        else:
-            ensemble = ensemble_logits(logits, weights, 1.0)
-        ensemble_predicted = self._predictions(ensemble)
-        if labels is not None and self.val_metrics is not None:
-            for name, teacher_logits in zip(names, logits):
-                self.val_teachers_metrics[name].update(self._predictions(teacher_logits), labels)
-                self.log_dict(self.val_teachers_metrics[name], batch_size=batch_size)
-            self.val_ensemble_metrics.update(ensemble_predicted, labels)
-            self.log_dict(self.val_ensemble_metrics, batch_size=batch_size)
-        if self.num_labels > 1 and self.val_metrics is not None:
-            self.val_agreement.update(student_predictions, ensemble_predicted)
-            self.log_dict(self.val_agreement, batch_size=batch_size)
-
-    def _log_token_losses(self, loss_inputs: LossInputs, per_teacher: dict[str, LossInputs], batch_size: int) -> None:
-        """Masked-LM cross-entropy of the models on the masked tokens (``val/mlm_ce``,
-        ``val/teacher/mlm_ce``, ``val/teacher/<name>/mlm_ce`` with several teachers), whatever the
-        loss terms: the report's reference for the teacher."""
-        if self.task != "masked_lm" or loss_inputs.labels is None:
-            return
-        tokens = int(loss_inputs.labels.numel())
-        models = [("val/", loss_inputs.student)]
-        if self.ensemble is None:
-            models.append(("val/teacher/", loss_inputs.teacher))
-        models += [(f"val/teacher/{name}/", inputs.teacher) for name, inputs in per_teacher.items()]
-        for prefix, outputs in models:
-            if outputs is not None and outputs.logits is not None:
-                value = hard_label_cross_entropy(outputs.logits, loss_inputs.labels)
-                self.log(f"{prefix}mlm_ce", value, batch_size=max(tokens, 1), sync_dist=True)
+        log_classification_metrics(self, loss_inputs, per_teacher, batch_size)
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,7 +1,7 @@
 """The ``distill-report`` command.
 
     distill-report sweep outputs/multiruns/2026-01-31/12-00-00               # report.md, report.csv, report.png
-    distill-report sweep SWEEP_DIR --metric teacher_agreement
+    distill-report sweep SWEEP_DIR --metric agreement
     distill-report sweep SWEEP_DIR --metric student.latency_ms --lower-is-better --out reports/
 """
 
@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep folder, e.g. outputs/multiruns/<date>/<time>")
     sweep.add_argument(
         "--metric",
-        help="a student figure (accuracy, f1, teacher_agreement, latency_ms), a top-level one (retention, "
+        help="a student figure (accuracy, f1, agreement (older runs: teacher_agreement), latency_ms), a top-level one (retention, "
         "speedup, compression) or a dotted path (teacher.accuracy); default: the runs' headline metric",
     )
     sweep.add_argument("--lower-is-better", action="store_true", help="the best setting has the lowest mean")

@@ -145,6 +145,8 @@ def make_module(
         metrics=list(cfg.module.metrics),
         task=str(cfg.task),
         run_config=OmegaConf.to_container(cfg, resolve=True),
+        nonfinite=str(cfg.module.get("nonfinite", "stop")),
+        max_skipped_batches=int(cfg.module.get("max_skipped_batches", 0)),
     )
 
 

@@ -273,7 +273,7 @@ def arm_rows(runs: list[Run]) -> list[dict]:
                 "seeds": [run.seed for run in group],
                 "accuracy": accuracy,
                 "retention": [run.metrics.get("retention") for run in group],
-                "agreement": [s.get("teacher_agreement") for s in student],
+                "agreement": [s.get("agreement", s.get("teacher_agreement")) for s in student],  # older runs: teacher_agreement
                 "params": student[0]["params"],
                 "size": size_on_disk(student[0].get("path")),
                 "latency": statistics.median(s["latency_ms"] for s in student if s.get("latency_ms")),

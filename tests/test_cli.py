@@ -67,8 +67,11 @@ def test_tiny_run_writes_metrics_student_logs_and_a_student_sized_checkpoint(dat
     assert logits.shape == (1, 2)
     # Per-term training logs.
     header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
-    for column in ("train/loss/kd", "train/loss/kd_weighted", "train/loss/ce", "train/loss/total", "val/accuracy"):
+    for column in ("train/loss/kd", "train/loss/kd_weighted", "train/loss/ce", "train/loss/total", "val/accuracy",
+                   "val/agreement/teacher"):
         assert column in header
+    assert "val/teacher_accuracy" not in header  # renamed: it read as the teacher's own accuracy
+    assert 0 <= metrics["student"]["agreement"] <= 1
     # The checkpoint holds the student, not the teacher.
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert not any("teacher" in key for key in checkpoint["state_dict"])

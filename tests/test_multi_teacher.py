@@ -127,7 +127,7 @@ def test_validation_logs_each_teacher_and_the_ensemble(tmp_path):
     fit.fit(module, loader(batches(count=1)), loader(batches(count=2, seed=1)))
     logged = fit.callback_metrics
     for key in ("val/accuracy", "val/teacher/a/accuracy", "val/teacher/b/accuracy", "val/ensemble/accuracy",
-                "val/ensemble_accuracy"):
+                "val/agreement/ensemble"):
         assert key in logged, key
 
 
@@ -194,7 +194,7 @@ def test_two_tiny_teachers_end_to_end_on_the_command_line(data_dir, tmp_path):
     assert set(metrics["teachers"]) == {"a", "b"}
     assert metrics["teacher"]["members"] == {"a": 0.25, "b": 0.75} and metrics["teacher"]["mode"] == "average"
     assert metrics["teacher"]["params"] == metrics["teachers"]["a"]["params"] + metrics["teachers"]["b"]["params"]
-    assert 0 <= metrics["student"]["teacher_agreement"] <= 1 and "retention" in metrics
+    assert 0 <= metrics["student"]["agreement"] <= 1 and "retention" in metrics
     for name in ("a", "b"):
         assert 0 <= metrics["teachers"][name]["accuracy"] <= 1
     assert "teacher a" in result.stdout and "ensemble" in result.stdout  # one table row per teacher
@@ -207,7 +207,8 @@ def test_per_teacher_mode_trains_from_the_config(data_dir, tmp_path):
     assert set(summary["examples_seen"]) == {"ce", "a/kd", "b/kd"}
     assert "0.5·{a: 1·[kd:" in summary["objective"]
     header = (tmp_path / "run" / "csv" / "metrics.csv").read_text().splitlines()[0]
-    for column in ("train/loss/a/kd", "train/loss/b/kd_weighted", "val/teacher/b/accuracy", "val/ensemble/accuracy"):
+    for column in ("train/loss/a/kd", "train/loss/b/kd_weighted", "val/teacher/b/accuracy", "val/ensemble/accuracy",
+                   "val/agreement/ensemble"):
         assert column in header
 
 

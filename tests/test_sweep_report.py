@@ -35,7 +35,7 @@ def make_run(root: Path, name: str, overrides: list[str], metrics: dict | None) 
 
 
 def metrics_for(accuracy: float, latency_ms: float = 10.0) -> dict:
-    """A metrics.json as distill/train.py writes it."""
+    """A metrics.json as distill/train.py wrote it before the agreement was renamed (``teacher_agreement``)."""
     return {
         "metric": "accuracy",
         "student": {"accuracy": accuracy, "f1": accuracy - 0.01, "params": 17_400_000, "latency_ms": latency_ms,
@@ -123,7 +123,9 @@ def test_csv_has_one_row_per_run_with_overrides_and_metrics(sweep_dir):
     assert len(rows) == 10
     header = list(rows[0])
     assert header[:5] == ["run", "status", "experiment", "loss.temperature", "seed"]
-    assert {"student.accuracy", "student.teacher_agreement", "teacher.accuracy", "retention", "speedup"} <= set(header)
+    # The old runs' teacher_agreement lands in the column new runs fill (student.agreement).
+    assert {"student.accuracy", "student.agreement", "teacher.accuracy", "retention", "speedup"} <= set(header)
+    assert "student.teacher_agreement" not in header
     assert "student.path" not in header and "objective" not in header  # numbers only
     first = rows[0]
     assert (first["run"], first["status"], first["loss.temperature"], first["seed"]) == ("0", "ok", "1", "0")
@@ -277,6 +279,21 @@ def test_console_script_with_metric_and_out(sweep_dir, tmp_path):
     assert (tmp_path / "r" / "report.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_runs_with_old_and_new_agreement_names_report_together(tmp_path):
+    """Runs written before the rename (student.teacher_agreement) and after (student.agreement)."""
+    root = tmp_path / "sweep"
+    old, new = metrics_for(0.80), metrics_for(0.85)
+    new["student"]["agreement"] = new["student"].pop("teacher_agreement")
+    make_run(root, "0", ["loss.temperature=1"], old)
+    make_run(root, "1", ["loss.temperature=2"], new)
+    for name in ("agreement", "teacher_agreement", "student.agreement"):
+        report = report_sweep(root, metric=name, out=tmp_path / name)
+        assert [setting.scores for setting in report.summary.settings] == [[pytest.approx(0.85)], [pytest.approx(0.90)]]
+        assert f"Best setting: loss.temperature=2 ({name} 0.9000, n=1)" in report.markdown.read_text()
+    rows = list(csv.DictReader(report.csv.open()))
+    assert [float(row["student.agreement"]) for row in rows] == [pytest.approx(0.85), pytest.approx(0.90)]
+
+
 @pytest.mark.parametrize("case", ["empty", "all_missing", "unknown_metric", "not_a_folder"])
 def test_errors_name_the_folder_and_exit_2(case, tmp_path, capsys):
     root = tmp_path / "sweep"
@@ -384,3 +401,16 @@ def test_joblib_sweep_reports_and_shares_a_wandb_group(data_dir, tmp_path):
     records = sorted(sweep_dir.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(records) == 2
     assert all(group_field in record.read_bytes() for record in records)
+
+
+def test_run_stopped_by_a_nonfinite_loss_is_missing_with_its_message_not_refused(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "0", ["optimizer.lr=1e-4"], metrics_for(0.80))
+    failed = make_run(root, "1", ["optimizer.lr=10"], None)
+    (failed / "cli.log").write_text(
+        "[2026-01-31 12:00:00,000][distill][ERROR] - non-finite loss at training step 3 (epoch 0, batch 3): "
+        "term(s) kd, ce; non-finite: the student's outputs (logits). Stopped before the optimizer step.\n"
+    )
+    sweep = report_sweep(root).sweep
+    assert sweep.refused == [] and [run.name for run in sweep.missing] == ["1"]
+    assert sweep.missing[0].problem.startswith("stopped: non-finite loss at training step 3")

@@ -97,7 +97,7 @@ def summarize(sweep: Sweep, metric: str | None = None, lower_is_better: bool = F
     if all(metric_value(run.metrics, metric) is None for run in sweep.complete):
         raise SweepError(
             f"{sweep.root}: no run has a value for metric {metric!r} "
-            "(student figures such as accuracy or teacher_agreement, top-level ones such as retention, "
+            "(student figures such as accuracy or agreement, top-level ones such as retention, "
             "or a dotted path such as teacher.accuracy)"
         )
     # Refused runs never trained: their overrides are neither a setting nor a swept key.

@@ -96,8 +96,8 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 
 #: How a refusal appears in a run's log: ``distill`` logs the validation problems at ERROR under its
-#: own logger (distill/cli.py) and nothing else there at ERROR; Hydra's log format puts the logger
-#: name and level in brackets.
+#: own logger (distill/cli.py), and otherwise only a training-time failure (:data:`TRAINING_FAILURE`);
+#: Hydra's log format puts the logger name and level in brackets.
 REFUSAL_MARKER = "[distill][ERROR] - "
 
 
@@ -111,15 +111,33 @@ def refusal(run_dir: Path) -> str | None:
             text = log_file.read_text(errors="replace")
         except OSError:
             continue
-        if REFUSAL_MARKER not in text:
+        for record in text.split(REFUSAL_MARKER)[1:]:
+            first, *rest = record.splitlines()
+            if first.startswith(TRAINING_FAILURE):
+                continue  # it trained, then failed: a missing run (see training_failure), not a refusal
+            problems = []
+            for line in rest:  # the record's own lines: "  - problem" or "  1. problem", up to the next record
+                if not line.startswith(" "):
+                    break
+                problems.append(re.sub(r"^\s+(?:-|\d+\.)\s+", "", line).strip())
+            return "refused by validation: " + ("; ".join(problems) or first.strip())
+    return None
+
+
+#: How the CLI's training-time failure (:class:`distill.errors.NonFiniteLossError`) starts in the log.
+TRAINING_FAILURE = "non-finite loss at training step"
+
+
+def training_failure(run_dir: Path) -> str | None:
+    """The message of a run stopped by a non-finite loss, read from its log; None otherwise."""
+    for log_file in sorted(run_dir.glob("*.log")):
+        try:
+            text = log_file.read_text(errors="replace")
+        except OSError:
             continue
-        first, *rest = text.split(REFUSAL_MARKER, 1)[1].splitlines()
-        problems = []
-        for line in rest:  # the record's own lines: "  - problem" or "  1. problem", up to the next record
-            if not line.startswith(" "):
-                break
-            problems.append(re.sub(r"^\s+(?:-|\d+\.)\s+", "", line).strip())
-        return "refused by validation: " + ("; ".join(problems) or first.strip())
+        for record in text.split(REFUSAL_MARKER)[1:]:
+            if record.startswith(TRAINING_FAILURE):
+                return "stopped: " + record.splitlines()[0].strip()
     return None
 
 
@@ -134,6 +152,8 @@ def collect(root: str | Path) -> Sweep:
         lines = yaml.safe_load(overrides_file.read_text()) or []
         metrics, problem = _read_metrics(run_dir / "metrics.json")
         refused = refusal(run_dir) if metrics is None else None
+        if metrics is None and refused is None:
+            problem = training_failure(run_dir) or problem
         name = run_dir.relative_to(root).as_posix() if run_dir != root else "."
         sweep.runs.append(Run(name, run_dir, parse_overrides(lines), metrics, refused or problem, refused is not None))
     if not sweep.runs:
@@ -146,9 +166,26 @@ def collect(root: str | Path) -> Sweep:
     return sweep
 
 
+#: The student's agreement with its teacher (or ensemble) in ``metrics.json``, and the name runs
+#: written before the rename used: either name finds either, so old and new runs report together.
+AGREEMENT = "agreement"
+LEGACY_AGREEMENT = "teacher_agreement"
+
+
+def _student(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The run's student figures, an older run's ``teacher_agreement`` read as ``agreement``."""
+    student = dict(metrics.get("student") or {})
+    if AGREEMENT not in student and LEGACY_AGREEMENT in student:
+        student[AGREEMENT] = student.pop(LEGACY_AGREEMENT)
+    return student
+
+
 def metric_value(metrics: dict[str, Any], name: str) -> float | None:
-    """``name`` from a run's ``metrics.json``: a student figure (``accuracy``, ``teacher_agreement``),
-    a top-level one (``retention``, ``speedup``) or a dotted path (``teacher.accuracy``)."""
+    """``name`` from a run's ``metrics.json``: a student figure (``accuracy``, ``agreement``, also as
+    ``teacher_agreement``), a top-level one (``retention``, ``speedup``) or a dotted path
+    (``teacher.accuracy``)."""
+    name = {LEGACY_AGREEMENT: AGREEMENT, f"student.{LEGACY_AGREEMENT}": f"student.{AGREEMENT}"}.get(name, name)
+    metrics = {**metrics, "student": _student(metrics)} if isinstance(metrics.get("student"), dict) else metrics
     if "." in name:
         node: Any = metrics
         for part in name.split("."):
@@ -165,6 +202,8 @@ def metric_value(metrics: dict[str, Any], name: str) -> float | None:
 def flat_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     """The numbers of a ``metrics.json``, flattened: ``student.accuracy``, ``teacher.params``, ``retention``."""
     result: dict[str, Any] = {}
+    if isinstance(metrics.get("student"), dict):
+        metrics = {**metrics, "student": _student(metrics)}
     for key, value in metrics.items():
         if isinstance(value, dict):
             for inner, number in value.items():

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from distill.checkpoints import resume_problems
 from distill.metrics import metric_problem
 from distill.models import ModelSpec
+from distill.nonfinite import policy_problems
 from distill.validation.plain_nodes import plain_node_problems
 from distill.validation.specs import model_spec, run_num_labels
 from distill.validation.targets import broken, target_problems
@@ -75,6 +76,7 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     metric_error = metric_problem(list(cfg.module.metrics), num_labels) if classification else None
     if metric_error:
         problems.append(metric_error)
+    problems.extend(policy_problems(cfg.module.get("nonfinite", "stop"), cfg.module.get("max_skipped_batches", 0)))
     if (
         student is not None
         and student.init_from_teacher_layers is not None
