@@ -8,6 +8,10 @@ keys first turns that into a validation problem with the fix named.
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
+import numpy as np
 import torch
 
 #: The keys Lightning reads to resume training; ``save_weights_only`` drops them.
@@ -70,3 +74,32 @@ def mismatch_problems(path: str, module_state: dict[str, torch.Tensor]) -> list[
         "teacher, student and loss settings of the run that wrote it (its .hydra/overrides.yaml), or drop "
         "ckpt_path to start a new run."
     ]
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, numpy, Python), as tensors and plain lists.
+
+    Lightning 2.6 saves none of them; dropout draws from torch's, so a resumed run needs them to
+    continue to the same weights. Lightning's own ``_collect_rng_states`` keeps numpy's state as
+    an ``ndarray``, which ``torch.load(weights_only=True)`` (how Lightning reads ``ckpt_path``)
+    refuses; here every part is a tensor or a list of ints.
+    """
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "torch.cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss)],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restores what :func:`rng_states` returned (the CUDA part only where there are as many devices)."""
+    torch.set_rng_state(states["torch"])
+    cuda = states.get("torch.cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import nn
 
+from distill.checkpoints import rng_states, set_rng_states
 from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.models.capture import capture_modules, capture_outputs
@@ -333,9 +334,18 @@ class DistillationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nonfinite_skipped"] = self.nonfinite.skipped  # the skip budget spans a resumed run
+        # Lightning 2.6 does not save the global RNGs; dropout draws from torch's, so a resumed run
+        # needs them to continue to the same weights (the data's randomness is per batch position,
+        # see distill.data.resumable). Under DDP only rank 0's states are written: see on_load.
+        checkpoint["rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.nonfinite.skipped = int(checkpoint.get("nonfinite_skipped", 0))
+        states = checkpoint.get("rng_states")
+        # One process only: under DDP the file holds rank 0's states, and giving them to every rank
+        # would make all ranks draw the same dropout masks; the ranks keep their seeded streams.
+        if states is not None and (self._trainer is None or self.trainer.world_size == 1):
+            set_rng_states(states)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self.has_teacher)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from distill.data.datamodule import TextClassificationDataModule
     from distill.data.errors import DataConfigError
-    from distill.data.mlm import MaskingCollator, TextCorpusDataModule
+    from distill.data.masking import MaskingCollator
+    from distill.data.mlm import TextCorpusDataModule
     from distill.data.sampling import LengthGroupedSampler
 
 __all__ = [
@@ -28,7 +29,7 @@ _LOCATIONS = {
     "DataConfigError": "distill.data.errors",
     "TextClassificationDataModule": "distill.data.datamodule",
     "LengthGroupedSampler": "distill.data.sampling",
-    "MaskingCollator": "distill.data.mlm",
+    "MaskingCollator": "distill.data.masking",
     "TextCorpusDataModule": "distill.data.mlm",
 }
 

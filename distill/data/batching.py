@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from distill.data.errors import DataConfigError
-from distill.data.sampling import LengthGroupedSampler, RankShardedSampler
+from distill.data.resumable import BatchTransform, ResumableLoader
+from distill.data.sampling import LengthGroupedSampler, RankShardedSampler, TransferMixSampler
 
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
 NO_MODEL_MAX_LENGTH = int(1e20)
@@ -80,6 +81,26 @@ class BatchedTextDataModule(L.LightningDataModule):
         self.train_lengths: list[int] = []
         self._problems: list[str] | None = None  # set by check()
         self._prepared = False
+        self._train_loader: ResumableLoader | None = None  # the last training loader made
+        self._loader_state: dict[str, int] | None = None  # from a checkpoint, for the next one
+
+    def state_dict(self) -> dict[str, Any]:
+        """Lightning hook (saved in every checkpoint): where the training loader stands.
+
+        Through the data module, not only through Lightning's own stateful-loader support
+        (``FitLoop._load_combined_loader_states``): Lightning hands that state back only if it
+        builds the training loader after reading the checkpoint's loop state, but a run whose
+        scheduler reads ``trainer.estimated_stepping_batches`` has the loader built earlier, in
+        ``configure_optimizers``, and the state is then silently dropped. The data module's state
+        is restored first (``restore_datamodule``), before any loader exists.
+        """
+        if self._train_loader is None:
+            return {}
+        return {"train_loader": self._train_loader.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Lightning hook: the next training loader continues where the checkpoint's stopped."""
+        self._loader_state = state_dict.get("train_loader")
 
     def check(self) -> list[str]:
         """Reads the data and checks it against the config, without tokenizing. Idempotent.
@@ -160,16 +181,29 @@ class BatchedTextDataModule(L.LightningDataModule):
         batch_size: int,
         sampler: Sampler[int],
         collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+        batch_transform: BatchTransform | None = None,
     ) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+        """A training sampler (:mod:`distill.data.sampling`) gets a :class:`ResumableLoader`, which a
+        run stopped mid-epoch continues exactly; evaluation samplers a plain ``DataLoader``. Both draw
+        the workers' base seed from their own generator, so iterating a loader never advances the
+        global torch RNG that dropout draws from (a resumed run restores that RNG's state)."""
+        common = {
+            "collate_fn": collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+        if isinstance(sampler, RankShardedSampler | TransferMixSampler):
+            loader = ResumableLoader(dataset, batch_size, sampler, seed=sampler.seed, batch_transform=batch_transform, **common)
+            if self._loader_state is not None:
+                loader.load_state_dict(self._loader_state)
+                self._loader_state = None
+            self._train_loader = loader
+            return loader
+        if batch_transform is not None:
+            raise ValueError("batch_transform needs a training sampler from distill.data.sampling")
+        generator = torch.Generator().manual_seed(int(self.seed) if is_int(self.seed) else 0)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, generator=generator, **common)
 
 
 __all__ = ["NO_MODEL_MAX_LENGTH", "BatchedTextDataModule", "is_int"]

@@ -44,6 +44,7 @@ Validation loaders keep a plain ``SequentialSampler``, which Lightning shards as
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -73,8 +74,12 @@ class _RankAware(DistributedSampler):
     def __init__(self, seed: int, num_replicas: int | None, rank: int | None) -> None:
         self.seed = int(seed)
         self.epoch = 0
+        #: Lightning's epoch minus the data's: 0, except after resuming from a checkpoint that
+        #: Lightning counts as the end of an epoch the data had not finished (see ``data_epoch``).
+        self.epoch_offset = 0
         self._num_replicas = num_replicas
         self._rank = rank
+        self._skip = 0
         resolve_world(num_replicas, rank)  # explicit values are checked at once
 
     @property
@@ -88,6 +93,34 @@ class _RankAware(DistributedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Selects the order of ``epoch`` (Lightning calls this at the start of every epoch)."""
         self.epoch = int(epoch)
+
+    @property
+    def data_epoch(self) -> int:
+        """The epoch whose order is drawn: Lightning's ``epoch`` less ``epoch_offset``.
+
+        A checkpoint written when ``max_steps`` ends training mid-epoch is saved in
+        ``on_train_epoch_end``, so Lightning resumes it as the *next* epoch with the batches done
+        already counted; the data must still finish the interrupted epoch's order, and every later
+        epoch is then one behind Lightning's count
+        (:class:`~distill.data.resumable.ResumableLoader` sets the offset).
+        """
+        return self.epoch - self.epoch_offset
+
+    def skip_next(self, count: int) -> None:
+        """The next iteration starts ``count`` indices into this rank's stream of the epoch.
+
+        How a resumed run continues mid-epoch (:class:`~distill.data.resumable.ResumableLoader`):
+        the order depends only on the seed, the epoch and the world size, so dropping the first
+        ``count`` indices gives exactly the rest of the interrupted epoch. Applies once.
+        """
+        self._skip = int(count)
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self._skip = self._skip, 0
+        return itertools.islice(self._indices(), skip, None)
+
+    def _indices(self) -> Iterator[int]:
+        raise NotImplementedError
 
 
 class RankShardedSampler(_RankAware):
@@ -126,7 +159,7 @@ class RankShardedSampler(_RankAware):
         if not self.shuffle:
             return list(range(self.num_examples))
         generator = torch.Generator()
-        generator.manual_seed(self.seed + self.epoch)
+        generator.manual_seed(self.seed + self.data_epoch)
         return torch.randperm(self.num_examples, generator=generator).tolist()
 
     def _refill(self, batch: list[int]) -> list[int]:
@@ -140,7 +173,7 @@ class RankShardedSampler(_RankAware):
         global_batch = self.batch_size * world_size
         return self.batch_size * -(-self.num_examples // global_batch)
 
-    def __iter__(self) -> Iterator[int]:
+    def _indices(self) -> Iterator[int]:
         world_size, rank = resolve_world(self._num_replicas, self._rank)
         global_batch = self.batch_size * world_size
         order = self._order(global_batch)
@@ -290,7 +323,7 @@ class TransferMixSampler(_RankAware):
                 yield from range(len(lengths))
                 continue
             # One seed per (seed, pool, epoch, pass): orders differ across all of them.
-            seed = ((self.seed * 1_000_003 + pool) * 1_000_003 + self.epoch) * 1_000_003 + cycle
+            seed = ((self.seed * 1_000_003 + pool) * 1_000_003 + self.data_epoch) * 1_000_003 + cycle
             seed %= 2**63
             if self.group_by_length:
                 # One whole pass, not sharded: this sampler slices the global batches itself.
@@ -301,7 +334,7 @@ class TransferMixSampler(_RankAware):
                 yield from torch.randperm(len(lengths), generator=generator).tolist()
             cycle += 1
 
-    def __iter__(self) -> Iterator[int]:
+    def _indices(self) -> Iterator[int]:
         world_size, rank = resolve_world(self._num_replicas, self._rank)
         labeled_count, transfer_count = self.labeled_per_batch, self.transfer_per_batch
         offset = len(self.labeled_lengths)
