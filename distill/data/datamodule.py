@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerBase
 from distill.data.batching import BatchedTextDataModule, is_int
 from distill.data.encoding import LabelEncoding, PaddingCollator, TextEncoder
 from distill.data.errors import DataConfigError
-from distill.data.label_checks import check_label_column, check_text_column
+from distill.data.label_checks import check_split_columns, label_names_problems
 from distill.data.sampling import TransferMixSampler
 from distill.data.sources import (
     FILE_FORMATS,
@@ -34,13 +34,12 @@ from distill.data.sources import (
     infer_file_format,
     load_data_file,
     missing_file_problem,
-    non_blank_texts,
     read_file,
     read_hub_split,
-    read_text_source,
     resolve_path,
 )
 from distill.data.transfer import TransferConfig
+from distill.data.transfer_source import read_transfer_text
 
 log = logging.getLogger(__name__)
 
@@ -238,21 +237,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
             problems.append(
                 f"data.column_names={self.column_names} repeats a name. Fix: give each column a unique name."
             )
-        if self.label_names is not None:
-            if self.num_labels == 1:
-                problems.append(
-                    f"data.label_names={self.label_names} is set but data.num_labels=1 means regression "
-                    "(float targets, no classes). Fix: set data.label_names=null for regression, or "
-                    f"data.num_labels={len(self.label_names)} for classification."
-                )
-            elif is_int(self.num_labels) and len(self.label_names) != self.num_labels:
-                problems.append(
-                    f"data.label_names has {len(self.label_names)} names {self.label_names} but "
-                    f"data.num_labels={self.num_labels}. Fix: set data.num_labels={len(self.label_names)} "
-                    "or list exactly one name per class."
-                )
-            if len(set(self.label_names)) != len(self.label_names):
-                problems.append(f"data.label_names={self.label_names} repeats a name. Fix: make the names unique.")
+        problems.extend(label_names_problems(self.label_names, self.num_labels))
         problems.extend(self._transfer_problems)
         if self.transfer.source == "train_rest" and self.train_limit is None:
             problems.append(
@@ -339,53 +324,16 @@ class TextClassificationDataModule(BatchedTextDataModule):
         return self.transfer.text_pair_column or self.text_pair_column
 
     def _load_transfer(self, full_train: datasets.Dataset | None, problems: list[str]) -> datasets.Dataset | None:
-        """The raw transfer text (labels, if any, dropped later); records problems instead of raising."""
-        config = self.transfer
-        if config.source == "train_rest":
-            if full_train is None or self.train_limit is None:
-                return None  # reported already
-            if self.train_limit >= len(full_train):
-                problems.append(
-                    f"data.transfer.source=train_rest: data.train_limit={self.train_limit} keeps all "
-                    f"{len(full_train)} training examples labeled, so no text is left for the transfer set. "
-                    f"Fix: set data.train_limit below {len(full_train)}."
-                )
-                return None
-            dataset = full_train.select(range(self.train_limit, len(full_train)))
-            self.data_sources["transfer"] = (
-                f"{self.data_sources['train']}, examples {self.train_limit}..{len(full_train) - 1} (labels unused)"
-            )
-        elif config.source in ("file", "hub"):
-            read = read_text_source(
-                "data.transfer", problems,
-                file=config.file, file_format=config.file_format,
-                hub_dataset=config.hub_dataset if config.source == "hub" else None,
-                hub_subset=config.hub_subset, hub_split=config.hub_split, hub_split_key="hub_split",
-            )
-            if read is None:
-                return None
-            dataset, self.data_sources["transfer"] = read
-        else:
-            return None  # an unknown source is reported by _check_arguments
-        where = f"transfer data: {self.data_sources['transfer']}"
-        text_column = config.text_column or self.text_column
-        columns = [("text_column", text_column), ("text_pair_column", self._transfer_pair_column)]
-        known_problems = len(problems)
-        for field, column in columns:
-            if column is None:
-                continue
-            if column not in dataset.column_names:
-                problems.append(
-                    f"data.transfer.{field}={column!r} is not a column of the {where}. Available columns: "
-                    f"{format_list(dataset.column_names)}. Fix: set data.transfer.{field}."
-                )
-                return None
-            check_text_column(
-                dataset.with_format("arrow")[column], f"transfer.{field}", column, where, problems, allow_blank=True
-            )
-        if len(problems) > known_problems:
+        """The raw transfer text (see :func:`~distill.data.transfer_source.read_transfer_text`)."""
+        read = read_transfer_text(
+            self.transfer, full_train=full_train, train_limit=self.train_limit,
+            train_source=self.data_sources.get("train"), text_column=self.text_column,
+            pair_column=self._transfer_pair_column, problems=problems,
+        )
+        if read is None:
             return None
-        return non_blank_texts(dataset, text_column, config.limit, problems, field="data.transfer", where=where)
+        dataset, self.data_sources["transfer"] = read
+        return dataset
 
     def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
         limit = self.train_limit if split == "train" else self.eval_limit
@@ -396,41 +344,18 @@ class TextClassificationDataModule(BatchedTextDataModule):
     # ------------------------------------------------------------------ checks
 
     def _check_split(self, split: str, dataset: datasets.Dataset, problems: list[str]) -> LabelEncoding | None:
-        """Checks columns and labels of one split; returns how to encode its labels."""
-        where = f"{split} data: {self.data_sources[split]}"
-        columns = list(dataset.column_names)
-        header_hint = ""
-        if self.column_names is None and self._file_formats.get(split) in ("tsv", "csv"):
-            header_hint = (
-                " If the file has no header row, name its columns with data.column_names=[...] "
-                "(the first data row is being read as the header)."
-            )
-        table = dataset.with_format("arrow")
-        labels: LabelEncoding | None = None
-        fields = [
-            ("text_column", self.text_column),
-            ("text_pair_column", self.text_pair_column),
-            ("label_column", self.label_column),
-        ]
-        for field, column in fields:
-            if column is None:
-                continue
-            if column not in columns:
-                problems.append(
-                    f"data.{field}={column!r} is not a column of the {where}. Available columns: "
-                    f"{format_list(columns)}. Fix: set data.{field} to one of them.{header_hint}"
-                )
-                header_hint = ""  # once per split is enough
-            elif field == "label_column":
-                feature = dataset.features.get(column)
-                if self.label_names is None and isinstance(feature, datasets.ClassLabel):
-                    self.label_names = list(feature.names)
-                labels = check_label_column(
-                    table[column], label_column=column, num_labels=self.num_labels,
-                    label_names=self.label_names, where=where, problems=problems,
-                )
-            else:
-                check_text_column(table[column], field, column, where, problems)
+        """Checks columns and labels of one split; returns how to encode its labels. Without
+        configured ``label_names``, a hub ``ClassLabel`` column's names become them."""
+        labels, self.label_names = check_split_columns(
+            dataset,
+            where=f"{split} data: {self.data_sources[split]}",
+            columns={"text_column": self.text_column, "text_pair_column": self.text_pair_column,
+                     "label_column": self.label_column},
+            num_labels=self.num_labels,
+            label_names=self.label_names,
+            headerless_hint=self.column_names is None and self._file_formats.get(split) in ("tsv", "csv"),
+            problems=problems,
+        )
         return labels
 
     def _tokenize(self, split: str, dataset: datasets.Dataset, labels: LabelEncoding | None) -> datasets.Dataset:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -183,3 +184,71 @@ def check_label_range(values: pa.ChunkedArray, num_labels: int, field: str, wher
     )
 
 # ------------------------------------------------------------------ tokenization
+
+
+def label_names_problems(label_names: list[str] | None, num_labels: int) -> list[str]:
+    """``data.label_names`` against ``data.num_labels``: one unique name per class, none for regression."""
+    if label_names is None:
+        return []
+    problems = []
+    if num_labels == 1:
+        problems.append(
+            f"data.label_names={label_names} is set but data.num_labels=1 means regression "
+            "(float targets, no classes). Fix: set data.label_names=null for regression, or "
+            f"data.num_labels={len(label_names)} for classification."
+        )
+    elif is_int(num_labels) and len(label_names) != num_labels:
+        problems.append(
+            f"data.label_names has {len(label_names)} names {label_names} but "
+            f"data.num_labels={num_labels}. Fix: set data.num_labels={len(label_names)} "
+            "or list exactly one name per class."
+        )
+    if len(set(label_names)) != len(label_names):
+        problems.append(f"data.label_names={label_names} repeats a name. Fix: make the names unique.")
+    return problems
+
+
+def check_split_columns(
+    dataset: datasets.Dataset,
+    *,
+    where: str,
+    columns: dict[str, str | None],
+    num_labels: int,
+    label_names: list[str] | None,
+    headerless_hint: bool,
+    problems: list[str],
+) -> tuple[LabelEncoding | None, list[str] | None]:
+    """Checks one split's text, pair and label columns (``columns``: ``data.`` field -> column name).
+
+    Returns how to encode the labels and the label names (the configured ones, else a hub
+    ``ClassLabel`` column's). ``headerless_hint``: a CSV/TSV read with a header row, so a missing
+    column may mean the file has none (the message says how to name the columns).
+    """
+    present = list(dataset.column_names)
+    hint = (
+        " If the file has no header row, name its columns with data.column_names=[...] "
+        "(the first data row is being read as the header)."
+        if headerless_hint else ""
+    )
+    table = dataset.with_format("arrow")
+    labels: LabelEncoding | None = None
+    for field, column in columns.items():
+        if column is None:
+            continue
+        if column not in present:
+            problems.append(
+                f"data.{field}={column!r} is not a column of the {where}. Available columns: "
+                f"{format_list(present)}. Fix: set data.{field} to one of them.{hint}"
+            )
+            hint = ""  # once per split is enough
+        elif field == "label_column":
+            feature = dataset.features.get(column)
+            if label_names is None and isinstance(feature, datasets.ClassLabel):
+                label_names = list(feature.names)
+            labels = check_label_column(
+                table[column], label_column=column, num_labels=num_labels,
+                label_names=label_names, where=where, problems=problems,
+            )
+        else:
+            check_text_column(table[column], field, column, where, problems)
+    return labels, label_names
