@@ -103,3 +103,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
+
+
+def checkpoint_stage(path: str) -> str | None:
+    """The stage a checkpoint was written in (``stages.<name>``; ``None``: a run without stages)."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("stage")

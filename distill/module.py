@@ -139,6 +139,8 @@ class DistillationModule(L.LightningModule):
         self.hidden_states_needed = any(mix.uses_hidden_states for mix in student_mixes)
         #: Training examples each loss term has seen on this rank (label terms skip transfer text).
         self.examples_seen: dict[str, int] = {}
+        #: The stage (``stages.<name>``) this module trains, written into its checkpoints; None: one stage.
+        self.stage: str | None = None
         # Without class predictions (masked_lm, feature_extraction) the report uses the eval loss.
         metrics = list(metrics) if self.classification else []
         register_val_metrics(
@@ -334,6 +336,7 @@ class DistillationModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["nonfinite_skipped"] = self.nonfinite.skipped  # the skip budget spans a resumed run
+        checkpoint["stage"] = self.stage  # a multi-stage run resumes in the stage that wrote it
         # Lightning 2.6 does not save the global RNGs; dropout draws from torch's, so a resumed run
         # needs them to continue to the same weights (the data's randomness is per batch position,
         # see distill.data.resumable). Under DDP only rank 0's states are written: see on_load.

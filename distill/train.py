@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
-from distill.checkpoints import mismatch_problems
+from distill.checkpoints import checkpoint_stage, mismatch_problems
 from distill.evaluation import evaluate_models
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, load_tokenizer
@@ -198,13 +198,14 @@ def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int
 
 
 def build_run(
-    cfg: DictConfig, later_stages: list[DictConfig] = ()
+    cfg: DictConfig, later_stages: list[DictConfig] = (), *, check_checkpoint: bool = True
 ) -> tuple[DistillationModule, L.LightningDataModule, L.Trainer, dict]:
     """Everything a run needs, with every config problem raised before weights load.
 
     ``later_stages`` (configs of the stages after the first) are validated too; their losses,
     bound to the models, come back in ``extras["later_losses"]``. With ``teachers`` (several
-    teachers) see :func:`_build_ensemble_run`.
+    teachers) see :func:`_build_ensemble_run`. ``check_checkpoint=False`` leaves the check that
+    ``ckpt_path`` holds this module to the caller (a multi-stage run checks the stage it resumes).
     """
     problems, teacher_spec, student_spec = check_run_config(cfg)
     for stage in later_stages:
@@ -246,8 +247,27 @@ def build_run(
     )
     module = make_module(cfg, student, teacher, loss, num_labels)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
-    _refuse_foreign_checkpoint(cfg, module)
+    if check_checkpoint:
+        _refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
+
+
+def _resumed_stage(stages: list[tuple[str | None, DictConfig]], ckpt_path: str | None) -> int:
+    """The index of the stage ``ckpt_path`` was written in (0 without stages or a checkpoint): the
+    stages before it are done, that one resumes, the later ones follow."""
+    if len(stages) == 1 or not ckpt_path:
+        return 0
+    names = [name for name, _ in stages]
+    stage = checkpoint_stage(str(ckpt_path))
+    if stage not in names:
+        raise ConfigError(
+            [
+                f"ckpt_path={str(ckpt_path)!r} was written in stage {stage!r}, not one of this run's stages "
+                f"{names}. Fix: resume with the stages of the run that wrote it (its .hydra/overrides.yaml), "
+                "e.g. its checkpoints/<stage>/last.ckpt"
+            ]
+        )
+    return names.index(stage)
 
 
 def _refuse_foreign_checkpoint(cfg: DictConfig, module: DistillationModule) -> None:
@@ -330,19 +350,27 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
     stages = stage_configs(cfg)
-    if len(stages) > 1 and cfg.get("ckpt_path"):
-        raise ConfigError(["ckpt_path with stages: resume is per run, not per stage; drop one of them"])
+    ckpt_path = cfg.get("ckpt_path")
+    start = _resumed_stage(stages, ckpt_path)
     first_name, first = stages[0]
-    module, datamodule, trainer, extras = build_run(first, [stage for _, stage in stages[1:]])
-    log.info("objective%s: %s", f" ({first_name})" if first_name else "", module.formula())
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    examples_seen = [module.examples_seen]
-    for (name, stage), loss in zip(stages[1:], extras["later_losses"]):
-        # The next stage continues from this one's student (and reuses the frozen teacher).
-        module = make_module(stage, module.student, module.teacher, loss, run_num_labels(cfg))
-        trainer = make_trainer(stage)
-        log.info("objective (%s): %s", name, module.formula())
-        trainer.fit(module, datamodule=datamodule)
+    module, datamodule, trainer, extras = build_run(
+        first, [stage for _, stage in stages[1:]], check_checkpoint=len(stages) == 1
+    )
+    losses = [module.loss, *extras["later_losses"]]
+    examples_seen: list[dict | None] = []
+    for index, ((name, stage), loss) in enumerate(zip(stages, losses)):
+        if index < start:  # finished before the checkpoint was written
+            examples_seen.append(None)
+            continue
+        if index > 0:  # the next stage continues from this one's student (and reuses the frozen teacher)
+            module = make_module(stage, module.student, module.teacher, loss, run_num_labels(cfg))
+            trainer = make_trainer(stage)
+        module.stage = name
+        resume = ckpt_path if index == start else None
+        if resume and len(stages) > 1:
+            _refuse_foreign_checkpoint(stage, module)
+        log.info("objective%s: %s", f" ({name})" if name else "", module.formula())
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         examples_seen.append(module.examples_seen)
     summary = evaluate_models(module, datamodule, trainer, cfg)
     # Training examples each term saw (this rank), per stage: label terms skip transfer text.
