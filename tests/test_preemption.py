@@ -113,7 +113,7 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_auto_resumes_from_it(data_dir,
     mismatched = [key for key in expected if not torch.allclose(expected[key], got[key], atol=1e-6)]
     if mismatched:  # every assertion above holds; only this one waits for exact mid-epoch resume
         pytest.xfail(f"{len(mismatched)} student tensors differ after a mid-epoch resume (data order, dropout RNG: "
-                     "issue 19 item 2), e.g. {mismatched[:3]}")
+                     f"issue 19 item 2), e.g. {mismatched[:3]}")
 
 
 def _run_folder(root: Path, name: str, overrides: list[str], checkpoint: dict | None, mtime: float) -> Path:
