@@ -4,15 +4,26 @@ A weights-only checkpoint (``callbacks.model_checkpoint.save_weights_only=true``
 sweep) has no optimizer or scheduler state: Lightning fails on it with a ``KeyError`` inside
 ``trainer.fit``, after the data has loaded and the teacher has been fine-tuned. Checking the file's
 keys first turns that into a validation problem with the fix named.
+
+:class:`AtomicCheckpointIO` writes every checkpoint whole or not at all: Lightning's own save stages
+the file in the system temp folder and moves it into place, a copy (not a rename) when that folder is
+on another file system, so a signal or a full disk mid-copy would leave a truncated ``last.ckpt`` in
+place of the good one.
 """
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from distill.atomic import file_mode
 
 #: The keys Lightning reads to resume training; ``save_weights_only`` drops them.
 RESUME_KEYS = ("optimizer_states", "lr_schedulers")
@@ -108,3 +119,26 @@ def set_rng_states(states: dict[str, Any]) -> None:
 def checkpoint_stage(path: str) -> str | None:
     """The stage a checkpoint was written in (``stages.<name>``; ``None``: a run without stages)."""
     return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("stage")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with the file staged beside its target, flushed to disk, then renamed
+    over it (``os.replace``, atomic on one file system): a reader sees the old checkpoint or the new
+    one, never part of one. The file gets the mode a plain write would (0o666 minus the umask)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, staged = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(staged, file_mode())
+            os.replace(staged, path)
+        except BaseException:
+            Path(staged).unlink(missing_ok=True)
+            raise

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 log = logging.getLogger("distill")
@@ -39,10 +42,20 @@ def run(cfg: DictConfig) -> float | None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
-    from distill.errors import ConfigError, NonFiniteLossError
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from distill.errors import PREEMPTED_EXIT, ConfigError, NonFiniteLossError, Preempted
+
+    resolve_ckpt_path(cfg)
     try:
         summary = train(cfg)
+    except Preempted as error:
+        log.error("%s\n%s", error, _resume_advice(error.stage))
+        sys.exit(PREEMPTED_EXIT)
+    except SIGTERMException:  # a signal during the evaluation after training (the checkpoint is complete)
+        log.error("stopped by a termination signal after training, before the run's outputs were written\n%s",
+                  _resume_advice(None))
+        sys.exit(PREEMPTED_EXIT)
     except NonFiniteLossError as error:
         # A training-time failure: the message names the step and the terms; the run folder (logs,
         # the last good checkpoint) stays.
@@ -56,6 +69,33 @@ def run(cfg: DictConfig) -> float | None:
         remove_refused_run_folder(cfg.paths.get("log_dir"))
         sys.exit(2)
     return summary["student"].get(summary["metric"])
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> None:
+    """Replace ``ckpt_path=auto`` / ``ckpt_path=<run folder>`` with the file it stands for (see
+    :mod:`distill.resume`), before validation checks the file. ``auto`` searches
+    ``<paths.log_dir>/runs/`` (``multiruns/`` for a sweep job) for this command's earlier runs."""
+    if cfg.get("ckpt_path") is None:
+        return
+    from distill.resume import resolve_ckpt_path as resolve
+
+    hydra = HydraConfig.get()
+    sweep = hydra.mode == RunMode.MULTIRUN
+    root = Path(str(cfg.paths.log_dir)) / ("multiruns" if sweep else "runs")
+    cfg.ckpt_path = resolve(str(cfg.ckpt_path), root, list(hydra.overrides.task), hydra.runtime.output_dir)
+
+
+def resume_command(args: list[str]) -> str:
+    """The command line that resumes this one: ``args`` with ``ckpt_path=auto`` in place of any ckpt_path."""
+    kept = [arg for arg in args if not ("=" in arg and arg.lstrip("+~").split("=", 1)[0] == "ckpt_path")]
+    return shlex.join(["distill", *kept, "ckpt_path=auto"])
+
+
+def _resume_advice(stage: str | None) -> str:
+    if stage is not None:
+        return ("A run with stages does not resume (ckpt_path with stages is refused): rerun the command "
+                "to train all stages again: " + shlex.join(["distill", *sys.argv[1:]]))
+    return "Resume it (same overrides; output goes to a new run folder): " + resume_command(sys.argv[1:])
 
 
 def verbose_argv(args: list[str]) -> list[str]:

@@ -12,10 +12,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
-from distill.checkpoints import checkpoint_stage, mismatch_problems
+from distill.callbacks import PreemptionCheckpoint
+from distill.checkpoints import AtomicCheckpointIO, checkpoint_stage, mismatch_problems
+from distill.errors import Preempted
 from distill.evaluation import evaluate_models
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, load_tokenizer
@@ -157,7 +160,11 @@ FLAG_CALLBACKS = {"enable_progress_bar": ProgressBar, "enable_checkpointing": Ch
 def make_trainer(cfg: DictConfig) -> L.Trainer:
     """The run's Trainer with its loggers and callbacks. A Trainer flag turned off
     (``trainer.enable_progress_bar=false``, ``trainer.enable_checkpointing=false``) drops the
-    callbacks it clashes with (``callbacks.progress_bar``, ``callbacks.model_checkpoint``)."""
+    callbacks it clashes with (``callbacks.progress_bar``, ``callbacks.model_checkpoint``).
+
+    Every trainer also gets :class:`PreemptionCheckpoint` (a full ``last.ckpt`` on SIGTERM, unless
+    ``trainer.enable_checkpointing=false``) and, unless ``trainer.plugins`` names its own,
+    :class:`AtomicCheckpointIO` (checkpoints written whole or not at all)."""
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks"))
     if not loggers:  # a learning-rate monitor has nowhere to write without a logger
@@ -167,7 +174,21 @@ def make_trainer(cfg: DictConfig) -> L.Trainer:
         if clashing and not cfg.trainer.get(flag, True):
             callbacks = [c for c in callbacks if not isinstance(c, kind)]
             log.info("trainer.%s=false: running without %s", flag, ", ".join(type(c).__name__ for c in clashing))
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if cfg.trainer.get("enable_checkpointing", True):
+        callbacks.append(PreemptionCheckpoint(dirpath=f"{cfg.paths.output_dir}/checkpoints"))
+    plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
+
+
+def _fit(trainer: L.Trainer, module, datamodule, stage: str | None, ckpt_path: str | None = None) -> None:
+    """``trainer.fit``; a SIGTERM (or SIGUSR1 under SLURM) that stops it becomes :class:`Preempted`,
+    naming the step and the checkpoint :class:`PreemptionCheckpoint` wrote."""
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        saver = next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+        step, path = saver.saved if saver is not None and saver.saved else (trainer.global_step, None)
+        raise Preempted(step, path, stage) from None
 
 
 def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int, field: str):
@@ -352,7 +373,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stages = stage_configs(cfg)
     ckpt_path = cfg.get("ckpt_path")
     start = _resumed_stage(stages, ckpt_path)
-    first_name, first = stages[0]
+    _, first = stages[0]
     module, datamodule, trainer, extras = build_run(
         first, [stage for _, stage in stages[1:]], check_checkpoint=len(stages) == 1
     )
@@ -370,7 +391,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if resume and len(stages) > 1:
             _refuse_foreign_checkpoint(stage, module)
         log.info("objective%s: %s", f" ({name})" if name else "", module.formula())
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        _fit(trainer, module, datamodule, name, ckpt_path=resume)
         examples_seen.append(module.examples_seen)
     summary = evaluate_models(module, datamodule, trainer, cfg)
     # Training examples each term saw (this rank), per stage: label terms skip transfer text.
