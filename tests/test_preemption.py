@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RUN
+from conftest import TINY_RUN, compose
 from distill.errors import PREEMPTED_EXIT
 
 MAX_STEPS = 200
@@ -110,10 +110,8 @@ def test_sigterm_saves_a_checkpoint_and_ckpt_path_auto_resumes_from_it(data_dir,
     assert expected.keys() == got.keys()
     # Exact only when mid-epoch resume restores the sampler, collator and RNG state (issue 19 item 2,
     # another branch): until then the resumed epoch sees another data order and dropout masks.
-    mismatched = [key for key in expected if not torch.allclose(expected[key], got[key], atol=1e-6)]
-    if mismatched:  # every assertion above holds; only this one waits for exact mid-epoch resume
-        pytest.xfail(f"{len(mismatched)} student tensors differ after a mid-epoch resume (data order, dropout RNG: "
-                     f"issue 19 item 2), e.g. {mismatched[:3]}")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], atol=1e-6, rtol=0, msg=key)
 
 
 def _run_folder(root: Path, name: str, overrides: list[str], checkpoint: dict | None, mtime: float) -> Path:
@@ -195,3 +193,42 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path):
         io.save_checkpoint({"global_step": 2, "bad": Unpicklable()}, path)
     assert torch.load(path, weights_only=False) == {"global_step": 1}
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+@pytest.mark.parametrize(("hook", "stop"), [("on_train_batch_end", 10), ("on_train_epoch_end", 12)])
+def test_a_signal_mid_epoch_or_while_an_epoch_ends_resumes_to_the_same_weights(hook, stop, data_dir, tmp_path, monkeypatch):
+    """Lightning raises the stop in the epoch loop (mid-epoch) or, when the signal lands while an
+    epoch ends, in the fit loop after the epoch counts as completed: both checkpoints must resume
+    exactly (4 batches an epoch here, so step 12 ends epoch 2)."""
+    from lightning.pytorch.callbacks import Callback
+    from safetensors.torch import load_file
+
+    import distill.train as train_module
+    from distill.errors import Preempted
+
+    class Signal(Callback):
+        def _signal(self, trainer, *args):
+            if trainer.global_step == stop:
+                trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
+
+    setattr(Signal, hook, Signal._signal)
+    common = [*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", "trainer.max_steps=20",
+              "trainer.max_epochs=-1", "trainer.check_val_every_n_epoch=100000"]
+    train_module.train(compose(common, tmp_path / "whole"))
+    make_trainer = train_module.make_trainer
+    monkeypatch.setattr(train_module, "make_trainer", lambda cfg: _with(make_trainer(cfg), Signal()))
+    with pytest.raises(Preempted):
+        train_module.train(compose(common, tmp_path / "cut"))
+    monkeypatch.setattr(train_module, "make_trainer", make_trainer)
+    checkpoint = tmp_path / "cut" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == stop
+    train_module.train(compose([*common, f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
+    whole = load_file(tmp_path / "whole" / "run" / "student" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "run" / "student" / "model.safetensors")
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], atol=1e-6, rtol=0, msg=key)
+
+
+def _with(trainer, callback):
+    trainer.callbacks.append(callback)
+    return trainer

@@ -76,6 +76,22 @@ class PreemptionCheckpoint(Callback):
             self.saved = (trainer.global_step, None)  # nothing trained yet: a fresh start loses nothing
             return
         path = self.checkpoint_path(trainer)
-        trainer.save_checkpoint(path, weights_only=False)  # atomic: distill.checkpoints.AtomicCheckpointIO
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        _between_epochs(checkpoint)
+        trainer.strategy.save_checkpoint(checkpoint, path)  # atomic: distill.checkpoints.AtomicCheckpointIO
         self.saved = (trainer.global_step, str(path))
         log.info("SIGTERM: saved a full checkpoint at step %d to %s", trainer.global_step, path)
+
+
+def _between_epochs(checkpoint: dict) -> None:
+    """A signal that lands while an epoch ends is raised by the fit loop after the epoch counts as
+    completed, with the epoch loop's batch counters still at the epoch's end. Lightning resumes such
+    a checkpoint in the next epoch but counts those batches as already fetched there, so it would
+    skip the next epoch's first batches. Zero them: the checkpoint then reads as the start of the
+    next epoch, which is where the run stood (the data loader's state already says so)."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit_loop.get("epoch_progress", {}).get("current", {})
+    batches = fit_loop.get("epoch_loop.batch_progress", {}).get("current", {})
+    if epochs and batches and epochs.get("completed") == epochs.get("processed") == epochs.get("ready"):
+        for key in ("ready", "started", "processed", "completed"):
+            batches[key] = 0
