@@ -50,7 +50,7 @@ def run(cfg: DictConfig) -> float | None:
     try:
         summary = train(cfg)
     except Preempted as error:
-        log.error("%s\n%s", error, _resume_advice(error.stage))
+        log.error("%s\n%s", error, _resume_advice(error.stage, error.checkpoint))
         sys.exit(PREEMPTED_EXIT)
     except SIGTERMException:  # a signal during the evaluation after training (the checkpoint is complete)
         log.error("stopped by a termination signal after training, before the run's outputs were written\n%s",
@@ -91,10 +91,11 @@ def resume_command(args: list[str]) -> str:
     return shlex.join(["distill", *kept, "ckpt_path=auto"])
 
 
-def _resume_advice(stage: str | None) -> str:
-    if stage is not None:
-        return ("A run with stages does not resume (ckpt_path with stages is refused): rerun the command "
-                "to train all stages again: " + shlex.join(["distill", *sys.argv[1:]]))
+def _resume_advice(stage: str | None, checkpoint: str | None) -> str:
+    if stage is not None and checkpoint:  # a stage's checkpoint lives in checkpoints/<stage>/, which auto does not read
+        kept = [arg for arg in sys.argv[1:] if not ("=" in arg and arg.lstrip("+~").split("=", 1)[0] == "ckpt_path")]
+        return (f"Resume it in stage {stage!r}, then the later stages run (same overrides): "
+                + shlex.join(["distill", *kept, f"ckpt_path={checkpoint}"]))
     return "Resume it (same overrides; output goes to a new run folder): " + resume_command(sys.argv[1:])
 
 

@@ -69,3 +69,32 @@ def test_masked_lm_run_resumes_mid_epoch_with_the_same_masks(tmp_path):
     overrides = ["data=wikitext_sst2_text", *corpus(tmp_path), "task=masked_lm", "loss=mlm_triple",
                  "module.metrics=[]", "data.max_length=32", "data.train_limit=40", "data.batch_size=8"]
     assert_resume_is_exact(tmp_path, overrides, total=8, stop=3)
+
+
+def test_two_stage_run_resumes_in_its_second_stage_to_the_same_weights(data_dir, tmp_path):
+    # Stage intermediate: 3 steps; stage prediction: 5 steps, checkpointed at its step 2 (mid-epoch).
+    common = [*TINY_RUN, *CHECKPOINTS, "experiment=tinybert_task", "data.train_limit=40", "data.batch_size=8",
+              "trainer.max_epochs=20", "stages.intermediate.max_steps=3", "stages.prediction.max_steps=5"]
+    train(compose([*common, "callbacks.model_checkpoint.every_n_train_steps=2",
+                   "callbacks.model_checkpoint.save_top_k=-1"], tmp_path / "whole"))
+    checkpoint = tmp_path / "whole" / "run" / "checkpoints" / "prediction" / "step2.ckpt"
+    saved = torch.load(checkpoint, weights_only=False)
+    assert saved["global_step"] == 2 and saved["stage"] == "prediction"
+    summary = train(compose([*common, f"ckpt_path={checkpoint}"], tmp_path / "resumed"))
+    assert summary["stages"] == ["intermediate", "prediction"] and summary["examples_seen"][0] is None
+    whole, resumed = final_weights(tmp_path / "whole" / "run"), final_weights(tmp_path / "resumed" / "run")
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_a_checkpoint_without_one_of_the_stages_is_refused(data_dir, tmp_path):
+    from distill.errors import ConfigError
+
+    single = [*TINY_RUN, *CHECKPOINTS, "data.train_limit=16", "data.batch_size=8", "trainer.max_steps=1"]
+    train(compose(single, tmp_path / "single"))
+    checkpoint = tmp_path / "single" / "run" / "checkpoints" / "last.ckpt"
+    staged = [*TINY_RUN, *CHECKPOINTS, "experiment=tinybert_task", "data.train_limit=16", "data.batch_size=8",
+              f"ckpt_path={checkpoint}"]
+    with pytest.raises(ConfigError, match=r"was written in stage None, not one of this run's stages \['intermediate'"):
+        train(compose(staged, tmp_path / "staged"))
