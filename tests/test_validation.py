@@ -245,3 +245,27 @@ def test_unknown_key_in_a_plain_node_is_refused_with_a_suggestion(override, expe
     problems, _, _ = check_run_config(compose([*TINY_RUN, override], tmp_path))
     (problem,) = problems
     assert problem.startswith(expected) and "(valid: " in problem
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        # **kwargs forwarded to SummaryWriter, to RichProgressBar's __init__, to wandb.init
+        ("+logger.tensorboard.log_grpah=true", "logger.tensorboard.log_grpah: unknown option for lightning.pytorch.loggers.TensorBoardLogger; did you mean 'log_graph'?"),
+        ("+logger.tensorboard.flush_sec=30", "did you mean 'flush_secs'?"),
+        ("+callbacks.progress_bar.leav=true", "callbacks.progress_bar.leav: unknown option for distill.callbacks.StepProgressBar; did you mean 'leave'?"),
+    ],
+)
+def test_unknown_key_of_a_kwargs_target_is_refused(override, expected, tmp_path):
+    problems, _, _ = check_run_config(compose(["logger=default", "callbacks=default", override], tmp_path))
+    (problem,) = problems
+    assert expected in problem
+
+
+def test_keys_a_kwargs_target_forwards_are_accepted(tmp_path):
+    cfg = compose(["logger=default", "callbacks=default", "+logger.tensorboard.flush_secs=30",
+                   "+callbacks.progress_bar.refresh_rate=2"], tmp_path)
+    assert check_run_config(cfg)[0] == []
+    assert check_run_config(compose(["logger=wandb", "+logger.wandb.job_type=train"], tmp_path))[0] == []
+    (problem,) = check_run_config(compose(["logger=wandb", "+logger.wandb.job_typ=train"], tmp_path))[0]
+    assert "did you mean 'job_type'?" in problem
