@@ -58,8 +58,18 @@ def _instantiate_all(nodes: DictConfig | None) -> list:
     return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
 
 
+def stage_problems(cfg: DictConfig) -> list[str]:
+    """Unknown keys in ``stages.<name>`` (reported with every other problem by :func:`build_run`)."""
+    return [
+        f"stages.{name}: unknown keys {unknown}; a stage takes {sorted(STAGE_KEYS)}"
+        for name, spec in (cfg.get("stages") or {}).items()
+        if (unknown := sorted(set(spec or {}) - STAGE_KEYS))
+    ]
+
+
 def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
-    """The run's stages: ``[(None, cfg)]``, or one config per entry of ``cfg.stages``.
+    """The run's stages: ``[(None, cfg)]``, or one config per entry of ``cfg.stages`` (unknown keys
+    are left out here; :func:`stage_problems` reports them).
 
     ``stages`` maps a stage name to ``{loss: <loss node> (default: the run's loss), max_steps,
     lr}``. Stages run in order on the same student (and teacher); each writes its checkpoints to
@@ -69,9 +79,6 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
         return [(None, cfg)]
     stages = []
     for name, spec in cfg.stages.items():
-        unknown = sorted(set(spec or {}) - STAGE_KEYS)
-        if unknown:
-            raise ConfigError([f"stages.{name}: unknown keys {unknown}; a stage takes {sorted(STAGE_KEYS)}"])
         stage = cfg.copy()
         with open_dict(stage):
             del stage["stages"]
@@ -219,7 +226,11 @@ def _teacher_model(cfg: DictConfig, spec: ModelSpec, datamodule, num_labels: int
 
 
 def build_run(
-    cfg: DictConfig, later_stages: list[DictConfig] = (), *, check_checkpoint: bool = True
+    cfg: DictConfig,
+    later_stages: list[DictConfig] = (),
+    *,
+    check_checkpoint: bool = True,
+    known_problems: list[str] = (),
 ) -> tuple[DistillationModule, L.LightningDataModule, L.Trainer, dict]:
     """Everything a run needs, with every config problem raised before weights load.
 
@@ -227,8 +238,10 @@ def build_run(
     bound to the models, come back in ``extras["later_losses"]``. With ``teachers`` (several
     teachers) see :func:`_build_ensemble_run`. ``check_checkpoint=False`` leaves the check that
     ``ckpt_path`` holds this module to the caller (a multi-stage run checks the stage it resumes).
+    ``known_problems`` (the stages' own, say) are reported with the rest.
     """
     problems, teacher_spec, student_spec = check_run_config(cfg)
+    problems[:0] = known_problems
     for stage in later_stages:
         problems.extend(p for p in check_run_config(stage)[0] if p not in problems)
     if cfg.get("teachers") is not None:
@@ -375,7 +388,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     start = _resumed_stage(stages, ckpt_path)
     _, first = stages[0]
     module, datamodule, trainer, extras = build_run(
-        first, [stage for _, stage in stages[1:]], check_checkpoint=len(stages) == 1
+        first, [stage for _, stage in stages[1:]], check_checkpoint=len(stages) == 1,
+        known_problems=stage_problems(cfg),
     )
     losses = [module.loss, *extras["later_losses"]]
     examples_seen: list[dict | None] = []

@@ -97,3 +97,15 @@ def test_with_a_data_folder_the_task_configs_name_its_files(tmp_path):
     cfg = compose(["data=mrpc", f"paths.data_dir={tmp_path}"], tmp_path)
     assert cfg.data.train_file == f"{tmp_path}/mrpc/train.tsv"
     assert cfg.data.eval_file == f"{tmp_path}/mrpc/dev.tsv"
+
+
+def test_a_stage_typo_is_reported_with_the_other_problems(data_dir, tmp_path, monkeypatch):
+    from distill.train import train
+
+    _refuse_work(monkeypatch)
+    cfg = compose([*TINY_RUN, "experiment=tinybert_task", "+stages.prediction.max_step=2", "loss.temperature=0"], tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        train(cfg)
+    problems = raised.value.problems
+    assert any(p.startswith("stages.prediction: unknown keys ['max_step']") for p in problems), problems
+    assert any(p.startswith("loss.temperature=0") for p in problems), problems
