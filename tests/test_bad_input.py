@@ -136,3 +136,18 @@ def test_the_command_prints_the_problem_and_exits_2_without_a_traceback(case, tm
     assert "Traceback" not in output
     for text in expected:
         assert text in output
+
+
+def test_a_refused_run_leaves_an_earlier_good_run_untouched(data_dir, tmp_path):
+    """A refused run pointed at an earlier run's folder (hydra.run.dir) neither deletes nor rewrites
+    its results: metrics.json, the student and the checkpoint keep their bytes."""
+    from test_cli import run_cli
+
+    folder = tmp_path / "good"
+    good = run_cli([*TINY_RUN, "callbacks=default", "callbacks.progress_bar=null", f"hydra.run.dir={folder}"], tmp_path)
+    assert good.returncode == 0, good.stderr[-2000:]
+    results = [folder / "metrics.json", folder / "student" / "model.safetensors", folder / "checkpoints" / "last.ckpt"]
+    before = {path: path.read_bytes() for path in results}
+    refused = run_cli([*TINY_RUN, "loss.temperature=0", f"hydra.run.dir={folder}"], tmp_path)
+    assert refused.returncode == 2 and "loss.temperature=0" in refused.stdout + refused.stderr
+    assert all(path.read_bytes() == content for path, content in before.items())
