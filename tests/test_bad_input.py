@@ -102,14 +102,19 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_refused_before_training_naming_the_field_and_the_fix(case, tmp_path):
+def _case(case: str, tmp_path: Path) -> tuple[list[str], list[str]]:
+    """The case's command-line overrides (its files written under ``tmp_path``) and expected texts."""
     overrides, files, expected = CASES[case]
     if case == "checkpoint of another model":
         _other_model_checkpoint(tmp_path)
     data = _files(tmp_path, files)
-    overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
-    cfg = compose([*TINY_RUN, *data, *overrides], tmp_path)
+    return [*TINY_RUN, *data, *(override.replace("{tmp}", str(tmp_path)) for override in overrides)], expected
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_refused_before_training_naming_the_field_and_the_fix(case, tmp_path):
+    arguments, expected = _case(case, tmp_path)
+    cfg = compose(arguments, tmp_path)
     with pytest.raises(ConfigError) as raised:
         build_run(cfg)
     message = str(raised.value)
@@ -125,12 +130,8 @@ def test_the_suite_has_at_least_thirty_cases():
 def test_the_command_prints_the_problem_and_exits_2_without_a_traceback(case, tmp_path):
     from test_cli import run_cli
 
-    overrides, files, expected = CASES[case]
-    if case == "checkpoint of another model":
-        _other_model_checkpoint(tmp_path)
-    data = _files(tmp_path, files)
-    overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
-    result = run_cli([*TINY_RUN, *data, *overrides], tmp_path)
+    arguments, expected = _case(case, tmp_path)
+    result = run_cli(arguments, tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-2000:]
     assert "Traceback" not in output

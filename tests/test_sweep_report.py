@@ -414,3 +414,17 @@ def test_run_stopped_by_a_nonfinite_loss_is_missing_with_its_message_not_refused
     sweep = report_sweep(root).sweep
     assert sweep.refused == [] and [run.name for run in sweep.missing] == ["1"]
     assert sweep.missing[0].problem.startswith("stopped: non-finite loss at training step 3")
+
+
+def test_preempted_run_is_missing_with_its_message_not_refused(tmp_path):
+    root = tmp_path / "sweep"
+    make_run(root, "0", ["optimizer.lr=1e-4"], metrics_for(0.80))
+    stopped = make_run(root, "1", ["optimizer.lr=1e-3"], None)
+    (stopped / "cli.log").write_text(
+        "[2026-01-31 12:00:00,000][distill][ERROR] - stopped by a termination signal at step 7; saved a full "
+        "checkpoint at step 7: sweep/1/checkpoints/last.ckpt\nResume it (same overrides; output goes to a new "
+        "run folder): distill optimizer.lr=1e-3 ckpt_path=auto\n"
+    )
+    sweep = report_sweep(root).sweep
+    assert sweep.refused == [] and [run.name for run in sweep.missing] == ["1"]
+    assert sweep.missing[0].problem.startswith("stopped: stopped by a termination signal at step 7")

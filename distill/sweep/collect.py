@@ -101,43 +101,44 @@ def _read_metrics(path: Path) -> tuple[dict[str, Any] | None, str | None]:
 REFUSAL_MARKER = "[distill][ERROR] - "
 
 
+def _error_records(run_dir: Path):
+    """The CLI's ERROR records in a run's log files (each from the marker to the next one)."""
+    for log_file in sorted(run_dir.glob("*.log")):
+        try:
+            text = log_file.read_text(errors="replace")
+        except OSError:
+            continue
+        yield from text.split(REFUSAL_MARKER)[1:]
+
+
 def refusal(run_dir: Path) -> str | None:
     """The validation problems of a refused run, read from its log; None if it was not refused.
 
     Since distill removes a refused run's folder, only folders of older versions hold one.
     """
-    for log_file in sorted(run_dir.glob("*.log")):
-        try:
-            text = log_file.read_text(errors="replace")
-        except OSError:
-            continue
-        for record in text.split(REFUSAL_MARKER)[1:]:
-            first, *rest = record.splitlines()
-            if first.startswith(TRAINING_FAILURE):
-                continue  # it trained, then failed: a missing run (see training_failure), not a refusal
-            problems = []
-            for line in rest:  # the record's own lines: "  - problem" or "  1. problem", up to the next record
-                if not line.startswith(" "):
-                    break
-                problems.append(re.sub(r"^\s+(?:-|\d+\.)\s+", "", line).strip())
-            return "refused by validation: " + ("; ".join(problems) or first.strip())
+    for record in _error_records(run_dir):
+        first, *rest = record.splitlines()
+        if first.startswith(TRAINING_FAILURE):
+            continue  # it trained, then failed: a missing run (see training_failure), not a refusal
+        problems = []
+        for line in rest:  # the record's own lines: "  - problem" or "  1. problem", up to the next record
+            if not line.startswith(" "):
+                break
+            problems.append(re.sub(r"^\s+(?:-|\d+\.)\s+", "", line).strip())
+        return "refused by validation: " + ("; ".join(problems) or first.strip())
     return None
 
 
-#: How the CLI's training-time failure (:class:`distill.errors.NonFiniteLossError`) starts in the log.
-TRAINING_FAILURE = "non-finite loss at training step"
+#: How the CLI's training-time stops start in the log: a non-finite loss
+#: (:class:`distill.errors.NonFiniteLossError`) and a preemption (:class:`distill.errors.Preempted`).
+TRAINING_FAILURE = ("non-finite loss at training step", "stopped by a termination signal")
 
 
 def training_failure(run_dir: Path) -> str | None:
-    """The message of a run stopped by a non-finite loss, read from its log; None otherwise."""
-    for log_file in sorted(run_dir.glob("*.log")):
-        try:
-            text = log_file.read_text(errors="replace")
-        except OSError:
-            continue
-        for record in text.split(REFUSAL_MARKER)[1:]:
-            if record.startswith(TRAINING_FAILURE):
-                return "stopped: " + record.splitlines()[0].strip()
+    """The message of a run stopped by a non-finite loss or a preemption, read from its log; None otherwise."""
+    for record in _error_records(run_dir):
+        if record.startswith(TRAINING_FAILURE):
+            return "stopped: " + record.splitlines()[0].strip()
     return None
 
 
