@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -57,6 +58,7 @@ def run(
     return load_file(run_dir / "student" / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(data_dir, tmp_path):
     header, *rows = (data_dir / "sst2" / "train.tsv").read_text().splitlines()[: EXAMPLES + 1]
     in_file_order = tmp_path / "train.tsv"
@@ -108,6 +110,7 @@ class BatchRecorder(L.Callback):
 LABELED, TRANSFER, PER_RANK_LABELED, PER_RANK_TRANSFER = 64, 512, 4, 8
 
 
+@pytest.mark.slow
 def test_ddp_ranks_train_on_length_grouped_batches_with_the_configured_mix(data_dir, tmp_path):
     from distill.data.sampling import TransferMixSampler
 
