@@ -17,18 +17,24 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
 from distill.callbacks import PreemptionCheckpoint
-from distill.checkpoints import AtomicCheckpointIO, checkpoint_stage, mismatch_problems
+from distill.checkpoints import AtomicCheckpointIO
 from distill.errors import Preempted
 from distill.evaluation import evaluate_models
 from distill.export import save_student
 from distill.models import ModelSpec, build_model, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
+from distill.preflight import (
+    check_pair,
+    ensemble_tokenizer,
+    prepared_data,
+    refuse_foreign_checkpoint,
+    resumed_stage,
+    tokenizer_or_problem,
+)
 from distill.report import render_table
 from distill.run_folder import log_saved_paths
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
-from distill.validation.specs import model_spec
-from distill.validation.targets import broken, target_problems
 
 log = logging.getLogger(__name__)
 
@@ -96,48 +102,6 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
                     logger.version = str(name)
         stages.append((str(name), stage))
     return stages
-
-
-def _checked_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule | None:
-    """Build the data module and read and check its data (no tokenizing); its problems join
-    ``problems``. ``None`` when it cannot be built (its problems are in ``problems`` already)."""
-    if tokenizer is None or broken("data", target_problems(cfg)):
-        return None  # the tokenizer's or the data node's problem is reported already
-    try:
-        datamodule = instantiate(cfg.data, tokenizer=tokenizer)
-    except ValueError as error:  # DataConfigError from the arguments themselves
-        problems.extend(p for p in getattr(error, "problems", [str(error)]) if p not in problems)
-        return None
-    problems.extend(datamodule.check())
-    return datamodule
-
-
-def _prepared_data(cfg: DictConfig, tokenizer, problems: list[str]) -> L.LightningDataModule:
-    """Every problem found so far and the data's, raised together; else the tokenized data."""
-    datamodule = _checked_data(cfg, tokenizer, problems)
-    if problems or datamodule is None:
-        raise ConfigError(problems)
-    return datamodule.prepare()
-
-
-def _load_tokenizer(spec: ModelSpec | None, field: str, problems: list[str], fallback=None):
-    """``spec``'s tokenizer, or ``None`` with a problem naming ``field`` when it cannot be read."""
-    if spec is None:
-        return fallback
-    try:
-        return load_tokenizer(spec, fallback=fallback)
-    except (OSError, ValueError) as error:  # a missing folder, hub name or package
-        problems.append(f"{field}: cannot load the tokenizer: {error}")
-        return None
-
-
-def _check_pair(problems: list[str], *args, **kwargs) -> None:
-    """:func:`check_model_pair`, its problems (and a model config that cannot be read) joining ``problems``."""
-    try:
-        found = check_model_pair(*args, **kwargs)
-    except (OSError, ValueError) as error:
-        found = [f"teacher/student: cannot read a model config: {error}"]
-    problems.extend(p for p in found if p not in problems)
 
 
 def make_module(
@@ -249,25 +213,25 @@ def build_run(
 
     # One pass: what the model configs, tokenizers and data say joins the config's problems, so a run
     # is refused once with all of them (nothing is tokenized and no weights load before that).
-    teacher_tokenizer = _load_tokenizer(teacher_spec, "teacher", problems)
+    teacher_tokenizer = tokenizer_or_problem(teacher_spec, "teacher", problems)
     student_tokenizer = None
     if student_spec is not None:
         if student_spec.init_from_teacher_layers is not None and not student_spec.init_source:
             student_tokenizer = teacher_tokenizer
         else:
-            student_tokenizer = _load_tokenizer(student_spec, "student", problems, fallback=teacher_tokenizer)
+            student_tokenizer = tokenizer_or_problem(student_spec, "student", problems, fallback=teacher_tokenizer)
     # A loss with a problem of its own (an unknown key, a bad temperature) is not built again.
     loss = None if any(p.startswith("loss") for p in problems) else instantiate(cfg.loss)
     later_losses = [instantiate(stage.loss) for stage in later_stages] if loss is not None else []
     num_labels = run_num_labels(cfg)
     specs_sound = not any(p.startswith(("teacher", "student")) for p in problems)
     if student_spec is not None and specs_sound:
-        _check_pair(
+        check_pair(
             problems, teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer, task=cfg.task
         )
         for later_loss in later_losses:
-            _check_pair(problems, teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task)
-    datamodule = _prepared_data(cfg, student_tokenizer or teacher_tokenizer, problems)
+            check_pair(problems, teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task)
+    datamodule = prepared_data(cfg, student_tokenizer or teacher_tokenizer, problems)
 
     # Seed before any model is built: a config-built (random) teacher must be the same on every
     # rank, since the teacher is not a registered module and DDP does not broadcast it.
@@ -282,45 +246,8 @@ def build_run(
     module = make_module(cfg, student, teacher, loss, num_labels)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
     if check_checkpoint:
-        _refuse_foreign_checkpoint(cfg, module)
+        refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
-
-
-def _resumed_stage(stages: list[tuple[str | None, DictConfig]], ckpt_path: str | None) -> int:
-    """The index of the stage ``ckpt_path`` was written in (0 without stages or a checkpoint): the
-    stages before it are done, that one resumes, the later ones follow."""
-    if len(stages) == 1 or not ckpt_path:
-        return 0
-    names = [name for name, _ in stages]
-    stage = checkpoint_stage(str(ckpt_path))
-    if stage not in names:
-        raise ConfigError(
-            [
-                f"ckpt_path={str(ckpt_path)!r} was written in stage {stage!r}, not one of this run's stages "
-                f"{names}. Fix: resume with the stages of the run that wrote it (its .hydra/overrides.yaml), "
-                "e.g. its checkpoints/<stage>/last.ckpt"
-            ]
-        )
-    return names.index(stage)
-
-
-def _refuse_foreign_checkpoint(cfg: DictConfig, module: DistillationModule) -> None:
-    """``ckpt_path`` must hold this run's module (same weights, same shapes): checked once the student
-    is built, before training, instead of failing inside Lightning's ``load_state_dict``."""
-    if cfg.get("ckpt_path"):
-        problems = mismatch_problems(str(cfg.ckpt_path), module.state_dict())
-        if problems:
-            raise ConfigError(problems)
-
-
-def _ensemble_tokenizer(cfg: DictConfig, student_spec: ModelSpec | None, problems: list[str]):
-    """A tokenizer to check the data with when the teachers' config has problems: the student's, or
-    the first teacher's that names one."""
-    teacher_specs = [model_spec(cfg, f"teachers.{name}.model", []) for name in cfg.teachers]
-    for spec in (student_spec, *teacher_specs):
-        if spec is not None and (spec.tokenizer or spec.name_or_path or spec.init_source):
-            return _load_tokenizer(spec, "tokenizer", problems)
-    return None
 
 
 def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_problems: list[str]):
@@ -330,7 +257,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
     ``teachers.<name>``), fine-tuned through the cache when it asks, built and frozen. A student made
     of teacher layers copies the primary teacher (else the first listed)."""
     if config_problems:  # the teachers' model pairs need sound specs; the data is still read and checked
-        _prepared_data(cfg, _ensemble_tokenizer(cfg, student_spec, config_problems), config_problems)
+        prepared_data(cfg, ensemble_tokenizer(cfg, student_spec, config_problems), config_problems)
     loss = instantiate(cfg.loss)
     problems, specs = check_teachers(cfg, loss)
     mode = cfg.teacher_ensemble.get("mode", "average")
@@ -356,7 +283,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
             task=cfg.task, layer_source=specs[source_name], loss_field=f"teachers.{name}.loss",
         )
         problems.extend(p if p.startswith("teachers.") else f"teachers.{name}: {p}" for p in found)
-    datamodule = _prepared_data(cfg, student_tokenizer, problems)
+    datamodule = prepared_data(cfg, student_tokenizer, problems)
 
     # One seed before the teachers (config-built ones are the same on every rank, and differ from
     # each other), one before the student, as with one teacher.
@@ -377,7 +304,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
     )
     module = make_module(cfg, student, None, loss, num_labels, ensemble=ensemble)
     extras = {"teacher_specs": built_specs, "tokenizer": student_tokenizer, "later_losses": []}
-    _refuse_foreign_checkpoint(cfg, module)
+    refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
 
 
@@ -385,7 +312,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
     stages = stage_configs(cfg)
     ckpt_path = cfg.get("ckpt_path")
-    start = _resumed_stage(stages, ckpt_path)
+    start = resumed_stage(stages, ckpt_path)
     _, first = stages[0]
     module, datamodule, trainer, extras = build_run(
         first, [stage for _, stage in stages[1:]], check_checkpoint=len(stages) == 1,
@@ -403,7 +330,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.stage = name
         resume = ckpt_path if index == start else None
         if resume and len(stages) > 1:
-            _refuse_foreign_checkpoint(stage, module)
+            refuse_foreign_checkpoint(stage, module)
         log.info("objective%s: %s", f" ({name})" if name else "", module.formula())
         _fit(trainer, module, datamodule, name, ckpt_path=resume)
         examples_seen.append(module.examples_seen)
