@@ -152,3 +152,18 @@ def test_a_refused_run_leaves_an_earlier_good_run_untouched(data_dir, tmp_path):
     refused = run_cli([*TINY_RUN, "loss.temperature=0", f"hydra.run.dir={folder}"], tmp_path)
     assert refused.returncode == 2 and "loss.temperature=0" in refused.stdout + refused.stderr
     assert all(path.read_bytes() == content for path, content in before.items())
+
+
+def test_texts_far_over_max_length_are_reported_once(tokenizer, tmp_path, caplog):
+    import logging
+
+    from distill.data import TextClassificationDataModule
+
+    long_text = " ".join(["word"] * 300)
+    (tmp_path / "train.tsv").write_text(f"sentence\tlabel\n{long_text}\t1\na short one\t0\n")
+    caplog.set_level(logging.WARNING, logger="distill.data.batching")
+    TextClassificationDataModule(
+        tokenizer, train_file=tmp_path / "train.tsv", eval_file=tmp_path / "train.tsv", max_length=16
+    ).prepare()
+    (record,) = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert record.getMessage().startswith("data.max_length=16 truncated 1 of 2 train examples (50.0%); raise data.max_length")

@@ -12,6 +12,8 @@ the models' before any work is done; :meth:`~BatchedTextDataModule.prepare` then
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable, Sized
 from typing import Any
 
@@ -23,6 +25,8 @@ from transformers import PreTrainedTokenizerBase
 from distill.data.errors import DataConfigError
 from distill.data.resumable import BatchTransform, ResumableLoader
 from distill.data.sampling import LengthGroupedSampler, RankShardedSampler, TransferMixSampler
+
+log = logging.getLogger(__name__)
 
 # Tokenizers without a known limit report this sentinel (transformers' VERY_LARGE_INTEGER).
 NO_MODEL_MAX_LENGTH = int(1e20)
@@ -140,6 +144,17 @@ class BatchedTextDataModule(L.LightningDataModule):
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    def _report_truncation(self, split: str, lengths: list[int]) -> None:
+        """One warning when ``max_length`` cut examples of a split (they reach it exactly): texts far
+        over it lose their end silently otherwise."""
+        cut = sum(1 for length in lengths if length >= self.max_length)
+        if cut:
+            log.warning(
+                "data.max_length=%d truncated %d of %d %s examples (%.1f%%); raise data.max_length (up to "
+                "the tokenizer's model_max_length) to keep more of their text",
+                self.max_length, cut, len(lengths), split, 100.0 * cut / max(len(lengths), 1),
+            )
 
     def _batching_problems(self) -> list[str]:
         """Problems with the shared settings, each naming its ``data.`` field and the allowed values."""

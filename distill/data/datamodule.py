@@ -201,6 +201,7 @@ class TextClassificationDataModule(BatchedTextDataModule):
         self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["eval"]
         self.train_lengths = self._lengths(self.train_dataset)
         self.eval_lengths = self._lengths(self.eval_dataset)
+        self._report_truncation("train", self.train_lengths)
         if self._transfer_raw is not None:
             transfer = self._tokenize("transfer", self._transfer_raw, None)
             self.transfer_dataset = transfer.cast(self.train_dataset.features)
