@@ -30,13 +30,19 @@ RESUME_KEYS = ("optimizer_states", "lr_schedulers")
 FIX_PATH = "Fix: point ckpt_path at a run's checkpoints/last.ckpt"
 
 
+def read_checkpoint(path) -> dict[str, Any]:
+    """A checkpoint file, memory-mapped: its tensors are not read until used (a 200 MB file costs
+    milliseconds to inspect)."""
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
 def resume_problems(path: str) -> list[str]:
     """Problems that stop ``trainer.fit(ckpt_path=path)`` from resuming; empty when it can.
 
     The file is memory-mapped, so its tensors are not read: a 200 MB checkpoint costs milliseconds.
     """
     try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        checkpoint = read_checkpoint(path)
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same problem for the user
         return [
             f"ckpt_path={path!r}: not a readable Lightning checkpoint ({type(error).__name__}: {error}). "
@@ -61,7 +67,7 @@ def mismatch_problems(path: str, module_state: dict[str, torch.Tensor]) -> list[
     """Problems of resuming ``module_state`` (the module this run built) from the checkpoint at
     ``path``: weights it lacks, weights the module lacks, and weights of another shape. A checkpoint
     of another model would otherwise fail deep inside Lightning's ``load_state_dict``."""
-    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("state_dict", {})
+    saved = read_checkpoint(path).get("state_dict", {})
     missing = sorted(set(module_state) - set(saved))
     unexpected = sorted(set(saved) - set(module_state))
     reshaped = sorted(
@@ -118,7 +124,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 def checkpoint_stage(path: str) -> str | None:
     """The stage a checkpoint was written in (``stages.<name>``; ``None``: a run without stages)."""
-    return torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("stage")
+    return read_checkpoint(path).get("stage")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -85,17 +85,18 @@ def resolve_ckpt_path(cfg: DictConfig) -> None:
     cfg.ckpt_path = resolve(str(cfg.ckpt_path), root, list(hydra.overrides.task), hydra.runtime.output_dir)
 
 
-def resume_command(args: list[str]) -> str:
-    """The command line that resumes this one: ``args`` with ``ckpt_path=auto`` in place of any ckpt_path."""
-    kept = [arg for arg in args if not ("=" in arg and arg.lstrip("+~").split("=", 1)[0] == "ckpt_path")]
-    return shlex.join(["distill", *kept, "ckpt_path=auto"])
+def resume_command(args: list[str], ckpt_path: str = "auto") -> str:
+    """The command line that resumes this one: ``args`` with ``ckpt_path`` in place of any ckpt_path."""
+    from distill.resume import is_ckpt_override
+
+    kept = [arg for arg in args if not is_ckpt_override(arg)]
+    return shlex.join(["distill", *kept, f"ckpt_path={ckpt_path}"])
 
 
 def _resume_advice(stage: str | None, checkpoint: str | None) -> str:
     if stage is not None and checkpoint:  # a stage's checkpoint lives in checkpoints/<stage>/, which auto does not read
-        kept = [arg for arg in sys.argv[1:] if not ("=" in arg and arg.lstrip("+~").split("=", 1)[0] == "ckpt_path")]
         return (f"Resume it in stage {stage!r}, then the later stages run (same overrides): "
-                + shlex.join(["distill", *kept, f"ckpt_path={checkpoint}"]))
+                + resume_command(sys.argv[1:], ckpt_path=checkpoint))
     return "Resume it (same overrides; output goes to a new run folder): " + resume_command(sys.argv[1:])
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from distill.checkpoints import resume_problems
+from distill.checkpoints import read_checkpoint, resume_problems
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,14 @@ AUTO = "auto"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 
-def _is_ckpt_override(override: str) -> bool:
+def is_ckpt_override(override: str) -> bool:
+    """Whether a command-line override sets or deletes ``ckpt_path`` (``+``/``++``/``~`` forms too)."""
     return override.lstrip("+~").split("=", 1)[0] == "ckpt_path"
 
 
 def comparable_overrides(overrides: list[str]) -> list[str]:
     """``overrides`` without ``ckpt_path=...`` (also ``+``/``++``/``~`` forms), sorted."""
-    return sorted(str(override) for override in overrides if not _is_ckpt_override(str(override)))
+    return sorted(str(override) for override in overrides if not is_ckpt_override(str(override)))
 
 
 def find_auto_checkpoint(search_root: str | Path, overrides: list[str], this_run: str | Path | None = None) -> Path | None:
@@ -70,10 +71,8 @@ def find_auto_checkpoint(search_root: str | Path, overrides: list[str], this_run
 
 def checkpoint_step(path: str | Path) -> int | None:
     """The ``global_step`` a Lightning checkpoint holds (memory-mapped: its tensors are not read)."""
-    import torch
-
     try:
-        return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"])
+        return int(read_checkpoint(path)["global_step"])
     except Exception:  # noqa: BLE001 - validation reports an unreadable file
         return None
 
