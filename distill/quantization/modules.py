@@ -1,0 +1,149 @@
+"""Swap a student's layers for fake-quant ones (QAT ``prepare``), switch them on and off, and
+convert them to real quantized weights (``convert``), on torchao's QAT API.
+
+Integer formats go through ``quantize_(student, QATConfig(..., step="prepare"|"convert"))``:
+``FakeQuantizedLinear`` / ``FakeQuantizedEmbedding`` while training, then Linear and Embedding layers
+whose weight is an ``IntxUnpackedToInt8Tensor`` (int8 codes, scales, zero points). Ternary layers are
+:class:`~distill.quantization.ternary.BitLinear` → :class:`~distill.quantization.ternary.TernaryLinear`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from distill.quantization.formats import INT_FORMATS, QuantizationScheme
+from distill.quantization.ternary import BitLinear, TernaryLinear
+
+
+def _torchao():
+    """torchao's QAT and PTQ API (imported on first use: importing it costs ~2 s)."""
+
+    return locals()
+
+
+def _is_linear(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Linear, TernaryLinear))
+
+
+def _is_embedding(module: nn.Module) -> bool:
+    return isinstance(module, nn.Embedding)
+
+
+def quantized_modules(model: nn.Module, scheme: QuantizationScheme) -> Iterator[tuple[str, nn.Module]]:
+    """The (name, module) pairs ``scheme`` quantizes: Linear layers, and embedding tables when
+    ``scheme.embeddings`` is set, less the names ``scheme.exclude`` matches."""
+    for name, module in model.named_modules():
+        if not name or scheme.excluded(name):
+            continue
+        if _is_linear(module) or (scheme.embeddings and _is_embedding(module)):
+            yield name, module
+
+
+def _weight_config(ao, bits: int, group_size: int | None, symmetric: bool):
+    dtype = getattr(torch, f"int{bits}")
+    if group_size is None:
+        return ao["IntxFakeQuantizeConfig"](dtype, granularity="per_channel", is_symmetric=symmetric)
+    return ao["IntxFakeQuantizeConfig"](dtype, group_size=group_size, is_symmetric=symmetric)
+
+
+def _base_config(ao, bits: int, group_size: int | None, symmetric: bool, activations: str | None):
+    """The torchao PTQ config that converts (or directly quantizes) with these settings."""
+    dtype = getattr(torch, f"int{bits}")
+    granularity = ao["PerAxis"](0) if group_size is None else ao["PerGroup"](group_size)
+    mapping = ao["MappingType"].SYMMETRIC if symmetric else ao["MappingType"].ASYMMETRIC
+    if activations == "int8":
+        return ao["Int8DynamicActivationIntxWeightConfig"](
+            weight_dtype=dtype, weight_granularity=granularity, weight_mapping_type=mapping
+        )
+    return ao["IntxWeightOnlyConfig"](weight_dtype=dtype, granularity=granularity, mapping_type=mapping)
+
+
+def _selected(model: nn.Module, scheme: QuantizationScheme, kind) -> set[str]:
+    return {name for name, module in quantized_modules(model, scheme) if kind(module)}
+
+
+def is_prepared(model: nn.Module) -> bool:
+    ao = _torchao()
+    fake = (ao["FakeQuantizedLinear"], ao["FakeQuantizedEmbedding"], BitLinear)
+    return any(isinstance(module, fake) for module in model.modules())
+
+
+def prepare_student(model: nn.Module, scheme: QuantizationScheme) -> nn.Module:
+    """Swap the layers ``scheme`` quantizes for fake-quant ones, in place (parameters are kept, so
+    an optimizer holding them is unaffected). Already prepared: left as it is."""
+    if is_prepared(model):
+        return model
+    ao = _torchao()
+    linears = _selected(model, scheme, lambda m: type(m) is nn.Linear)
+    if scheme.weights == "ternary":
+        for name in linears:
+            _set_module(model, name, BitLinear.from_linear(model.get_submodule(name)))
+    else:
+        activation = (
+            ao["IntxFakeQuantizeConfig"](torch.int8, granularity="per_token", is_symmetric=False)
+            if scheme.activations == "int8"
+            else None
+        )
+        weight = _weight_config(ao, INT_FORMATS[scheme.weights], scheme.group_size, scheme.symmetric)
+        ao["quantize_"](
+            model,
+            ao["QATConfig"](activation_config=activation, weight_config=weight, step="prepare"),
+            filter_fn=lambda module, name: name in linears,
+        )
+    _embeddings(model, scheme, ao, step="prepare")
+    return model
+
+
+def _embeddings(model: nn.Module, scheme: QuantizationScheme, ao, step: str | None) -> None:
+    """Embedding tables: weight-only, ``scheme.embeddings`` bits; ``step=None`` quantizes directly (PTQ)."""
+    if not scheme.embeddings:
+        return
+    names = _selected(model, scheme, _is_embedding)
+    bits, size = INT_FORMATS[scheme.embeddings], scheme.embedding_group_size
+    if step == "prepare":
+        config = ao["QATConfig"](weight_config=_weight_config(ao, bits, size, True), step="prepare")
+    else:
+        base = _base_config(ao, bits, size, True, None)
+        config = base if step is None else ao["QATConfig"](base, step="convert")
+    ao["quantize_"](model, config, filter_fn=lambda module, name: name in names)
+
+
+def set_fake_quant(model: nn.Module, enabled: bool) -> None:
+    """Switch every fake quantizer of ``model`` on or off (off: the layers compute in full precision)."""
+    for module in model.modules():
+        if isinstance(module, BitLinear):
+            module.fake_quant_enabled = enabled
+        for attribute in ("weight_fake_quantizer", "activation_fake_quantizer"):
+            quantizer = getattr(module, attribute, None)
+            if quantizer is not None:
+                quantizer.enabled = enabled
+
+
+def convert_student(model: nn.Module, scheme: QuantizationScheme) -> nn.Module:
+    """Real quantized weights, in place: a prepared (fake-quant) student is converted with the same
+    settings, so it computes what it computed in training; an unprepared one is quantized
+    post-training by round-to-nearest (PTQ)."""
+    ao = _torchao()
+    prepared = is_prepared(model)
+    if scheme.weights == "ternary":
+        for name, module in list(quantized_modules(model, scheme)):
+            if isinstance(module, nn.Linear):
+                bit = module if isinstance(module, BitLinear) else BitLinear.from_linear(module)
+                _set_module(model, name, bit.to_ternary())
+    else:
+        linears = _selected(model, scheme, lambda m: isinstance(m, nn.Linear))
+        base = _base_config(ao, INT_FORMATS[scheme.weights], scheme.group_size, scheme.symmetric, scheme.activations)
+        config = ao["QATConfig"](base, step="convert") if prepared else base
+        ao["quantize_"](model, config, filter_fn=lambda module, name: name in linears)
+    _embeddings(model, scheme, ao, step="convert" if prepared else None)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
