@@ -122,12 +122,11 @@ class DistillationModule(L.LightningModule):
                 )
         # Modules the losses read (q/k/v projections, modules by path), captured by hooks during
         # each forward only (None if no loss reads any).
-        self._student_capture = capture_modules(
-            student,
+        self._student_capture_names = (
             tuple(sorted({name for mix in student_mixes for name in mix.captures})),
             tuple(sorted({path for mix in student_mixes for path in mix.student_modules})),
-            role="student",
         )
+        self.student_layers_swapped()
         self.nonfinite = NonFiniteGuard(nonfinite, int(max_skipped_batches))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -363,6 +362,11 @@ class DistillationModule(L.LightningModule):
         log_classification_metrics(self, loss_inputs, per_teacher, batch_size)
 
     # -- optimisation -----------------------------------------------------------------------
+    def student_layers_swapped(self) -> None:
+        """Find the student modules the losses read again: a ``compress`` callback that swaps the
+        student's layers (fake-quant QAT) calls this, so the capture hooks go on the new modules."""
+        self._student_capture = capture_modules(self.student, *self._student_capture_names, role="student")
+
     def configure_optimizers(self):
         parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
         optimizer = self.optimizer_factory(parameters)

@@ -16,11 +16,11 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
-from distill.callbacks import PreemptionCheckpoint
+from distill.callbacks import PreemptionCheckpoint, StudentCompression
 from distill.checkpoints import AtomicCheckpointIO
 from distill.errors import Preempted
 from distill.evaluation import evaluate_models
-from distill.export import save_student
+from distill.export import save_student, size_on_disk
 from distill.models import ModelSpec, build_model, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
 from distill.preflight import (
@@ -35,6 +35,7 @@ from distill.report import render_table
 from distill.run_folder import log_saved_paths
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
+from distill.validation.compress import compress_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def make_trainer(cfg: DictConfig) -> L.Trainer:
     ``trainer.enable_checkpointing=false``) and, unless ``trainer.plugins`` names its own,
     :class:`AtomicCheckpointIO` (checkpoints written whole or not at all)."""
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = _instantiate_all(cfg.get("callbacks")) + _instantiate_all(cfg.get("compress"))
     if not loggers:  # a learning-rate monitor has nowhere to write without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     for flag, kind in FLAG_CALLBACKS.items():
@@ -226,8 +227,10 @@ def build_run(
     num_labels = run_num_labels(cfg)
     specs_sound = not any(p.startswith(("teacher", "student")) for p in problems)
     if student_spec is not None and specs_sound:
+        compress = [] if any(p.startswith("compress") for p in problems) else compress_callbacks(cfg, problems)
         check_pair(
-            problems, teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer, task=cfg.task
+            problems, teacher_spec, student_spec, num_labels, loss, teacher_tokenizer, student_tokenizer,
+            task=cfg.task, compress=compress,
         )
         for later_loss in later_losses:
             check_pair(problems, teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task)
@@ -308,6 +311,15 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
     return module, datamodule, make_trainer(cfg), extras
 
 
+def compress_student(trainer: L.Trainer, module: DistillationModule) -> dict[str, Any] | None:
+    """Apply the run's ``compress`` callbacks to the trained student (convert fake-quant to integer
+    weights, or quantize post-training); what they did, for ``metrics.json``."""
+    done = [c.compress_student(module) for c in trainer.callbacks if isinstance(c, StudentCompression)]
+    if len(done) > 1:
+        return {"steps": done}
+    return done[0] if done else None
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
     stages = stage_configs(cfg)
@@ -334,7 +346,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info("objective%s: %s", f" ({name})" if name else "", module.formula())
         _fit(trainer, module, datamodule, name, ckpt_path=resume)
         examples_seen.append(module.examples_seen)
-    summary = evaluate_models(module, datamodule, trainer, cfg)
+    compression = compress_student(trainer, module)
+    summary = evaluate_models(module, datamodule, trainer, cfg)  # the student as it is exported
+    if compression:
+        summary["student"]["compression"] = compression
     # Training examples each term saw (this rank), per stage: label terms skip transfer text.
     summary["examples_seen"] = examples_seen[0] if len(examples_seen) == 1 else examples_seen
     if len(stages) > 1:
@@ -353,7 +368,11 @@ def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_
     summary["objective"] = module.formula()
     summary["output_dir"] = str(output_dir)
     if cfg.report.save_student:
-        summary["student"]["path"] = str(save_student(module.student, tokenizer, output_dir / "student"))
+        folder = save_student(
+            module.student, tokenizer, output_dir / "student", quantization=summary["student"].get("compression")
+        )
+        summary["student"]["path"] = str(folder)
+        summary["student"]["size_mib"] = size_on_disk(folder) / 2**20
     write_json_atomic(output_dir / "metrics.json", summary)
     render_table(summary)
 

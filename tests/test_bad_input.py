@@ -99,6 +99,20 @@ CASES = {
         {"train.tsv": "sentence\tlabel\na film\t0.5\nb film\tnan\n", "dev.tsv": "sentence\tlabel\na\t0.1\nb\t0.9\n"},
         ["data.label_column='label'", "not a number", "Fix:"],
     ),
+    # --- compress (distill/validation/compress.py): checked before any weights load
+    "quantize format": (
+        ["compress=qat_int4", "compress.quantize.weights=int9", "compress.quantize.start_step=-1"], {},
+        ["compress.quantize.weights='int9'", "allowed: ['int8', 'int4', 'int3', 'int2', 'ternary']",
+         "compress.quantize.start_step=-1"],
+    ),
+    "quantize group size": (
+        ["compress=qat_int4", "compress.quantize.group_size=48"], {},
+        ["compress.quantize.group_size=48: does not divide the width 32", "group sizes that do: [16, 32]"],
+    ),
+    "quantize unknown key": (
+        ["compress=ptq_int8", "+compress.quantize.start_step=5"], {},
+        ["compress.quantize.start_step: unknown option", "PostTrainingQuantization"],
+    ),
 }
 
 

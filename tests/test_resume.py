@@ -24,8 +24,11 @@ def checkpoint_weights(checkpoint):
 
 
 def final_weights(run_dir):
-    """The student a run ends with (``student/``, written after training)."""
-    return load_file(run_dir / "student" / "model.safetensors")
+    """The student a run ends with (``student/``, written after training; a quantized student's
+    integer codes and scales when a ``compress`` callback converted it)."""
+    folder = run_dir / "student"
+    quantized = folder / "quantized.safetensors"
+    return load_file(quantized if quantized.exists() else folder / "model.safetensors")
 
 
 def assert_resume_is_exact(tmp_path, overrides, total, stop):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distill.losses import ModelShape
 from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
+from distill.validation.compress import scheme_width_problems
 
 
 def _meta_module_widths(config, task: str, num_labels: int) -> dict[str, int | None]:
@@ -45,6 +46,7 @@ def check_model_pair(
     task: str = "sequence_classification",
     layer_source: ModelSpec | None = None,
     loss_field: str = "loss",
+    compress: list = (),
 ) -> list[str]:
     """Cross-model facts from configs and tokenizers (no weights): layer indices, vocabularies, and
     each loss term bound to the two models (layer maps, widths, projections).
@@ -59,6 +61,8 @@ def check_model_pair(
     """
     problems: list[str] = []
     teacher_config = load_model_config(teacher, num_labels) if teacher is not None else None
+    # ``compress``: the run's compress callbacks, whose quantization group sizes must divide the
+    # student's layer widths.
     source_teacher_config = (
         load_model_config(layer_source, num_labels) if layer_source is not None else teacher_config
     )
@@ -78,6 +82,7 @@ def check_model_pair(
                 f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
             )
     student_config = load_model_config(student, num_labels, teacher_config=source_teacher_config)
+    problems.extend(scheme_width_problems(list(compress), student_config, task, num_labels))
     student_modules = teacher_modules = None
     if loss is not None and teacher is not None and (loss.student_modules or loss.teacher_modules):
         student_modules = _meta_module_widths(student_config, task, num_labels)

@@ -12,6 +12,7 @@ from distill.checkpoints import resume_problems
 from distill.metrics import metric_problem
 from distill.models import ModelSpec
 from distill.nonfinite import policy_problems
+from distill.validation.compress import compress_callbacks
 from distill.validation.plain_nodes import plain_node_problems
 from distill.validation.specs import model_spec, run_num_labels
 from distill.validation.targets import broken, target_problems
@@ -30,6 +31,7 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
     by_node = target_problems(cfg)
     problems = [problem for found in by_node.values() for problem in found]
     problems.extend(plain_node_problems(cfg))
+    compress_callbacks(cfg, problems, skip=set(by_node))
     teacher = None if broken("teacher", by_node) else model_spec(cfg, "teacher", problems)
     student = None if broken("student", by_node) else model_spec(cfg, "student", problems)
     no_teacher = not cfg.get("teacher")  # teacher=none (not a teacher that cannot be built)

@@ -1,0 +1,179 @@
+"""The ``compress`` group's quantization callbacks: fake-quant QAT during distillation, and
+round-to-nearest PTQ of the trained student. Both end with :meth:`compress_student`, which
+``distill.train`` calls after the last stage: the student is converted to real integer weights,
+evaluated as it will be exported, and saved through :func:`distill.export.save_student`.
+
+Formats, formulas and papers: :mod:`distill.quantization.formats` and docs/compression.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from distill.errors import ConfigError
+from distill.quantization.formats import QuantizationScheme, scheme_problems
+from distill.quantization.modules import (
+    convert_student,
+    prepare_student,
+    quantized_modules,
+    set_fake_quant,
+)
+
+log = logging.getLogger(__name__)
+
+#: Where the nodes of this file sit in a run config (their problems are named under it).
+FIELD = "compress.quantize"
+
+
+def _scheme(field: str, **settings) -> QuantizationScheme:
+    problems = scheme_problems(field, **settings)
+    if problems:
+        raise ConfigError(problems)
+    settings["exclude"] = tuple(settings.get("exclude") or ())
+    return QuantizationScheme(**settings)
+
+
+class StudentCompression(Callback):
+    """A ``compress`` callback: :meth:`compress_student` turns the trained student into what ships
+    and returns what ``metrics.json`` records of it (under ``student.compression``)."""
+
+    def compress_student(self, module: L.LightningModule) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class _Quantization(StudentCompression):
+    method = ""
+
+    def __init__(self, **settings) -> None:
+        super().__init__()
+        self.scheme = _scheme(FIELD, **settings)
+
+    def compress_student(self, module: L.LightningModule) -> dict[str, Any]:
+        modules = [name for name, _ in quantized_modules(module.student, self.scheme)]
+        convert_student(module.student, self.scheme)
+        log.info("student converted to %s (%s, %d modules)", self.scheme.describe(), self.method, len(modules))
+        return {
+            "method": self.method,
+            "format": self.scheme.describe(),
+            "bits": self.scheme.bits,
+            "scheme": self.describe_scheme(),
+            "modules": modules,
+        }
+
+    def describe_scheme(self) -> dict[str, Any]:
+        return {**asdict(self.scheme), "exclude": list(self.scheme.exclude)}
+
+
+class QuantizationAwareTraining(_Quantization):
+    """Fake-quant QAT of the student (Jacob et al. 2018; Krishnamoorthi 2018) on torchao's
+    ``QATConfig`` prepare → convert; ``weights: ternary`` is BitNet b1.58 (Ma et al. 2024).
+
+    The forward pass sees quantized weights (and int8 activations when asked); the backward pass is
+    straight-through. The layers are swapped in :meth:`setup`, before the optimizer is built (the
+    parameters stay the same objects). Until ``start_step`` the fake quantizers are off: the run
+    distils in full precision first. A resumed run (``ckpt_path=``) prepares the student the same
+    way and switches fake-quant on from the restored step; a checkpoint written with another scheme
+    is refused.
+
+    Args: see :class:`~distill.quantization.formats.QuantizationScheme`, plus
+        start_step: the optimizer step from which fake-quant is on (0: from the start).
+    """
+
+    method = "qat"
+
+    def __init__(
+        self,
+        weights: str = "int8",
+        group_size: int | None = None,
+        symmetric: bool = True,
+        activations: str | None = None,
+        embeddings: str | None = None,
+        embedding_group_size: int | None = None,
+        exclude: list[str] | tuple[str, ...] = ("classifier",),
+        start_step: int = 0,
+    ) -> None:
+        problems = []
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            problems.append(f"{FIELD}.start_step={start_step!r}: an integer >= 0 (the step fake-quant starts)")
+        try:
+            super().__init__(
+                weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
+                embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+            )
+        except ConfigError as error:
+            problems[:0] = error.problems
+        if problems:
+            raise ConfigError(problems)
+        self.start_step = start_step
+        self.active: bool | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        prepare_student(pl_module.student, self.scheme)
+        swapped = getattr(pl_module, "student_layers_swapped", None)
+        if swapped is not None:
+            swapped()
+        self._switch(trainer.global_step)
+
+    def _switch(self, step: int) -> None:
+        active = step >= self.start_step
+        if active != self.active:
+            if active:
+                log.info("fake-quant on from step %d: %s", step, self.scheme.describe())
+            self.active = active
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._switch(trainer.global_step)
+        set_fake_quant(pl_module.student, bool(self.active))
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self._switch(trainer.global_step)
+            set_fake_quant(pl_module.student, bool(self.active))
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        set_fake_quant(pl_module.student, True)  # what is converted is what QAT trained for
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"scheme": self.describe_scheme(), "start_step": self.start_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("scheme")
+        if saved is not None and saved != self.describe_scheme():
+            changed = sorted(key for key in saved if saved[key] != self.describe_scheme().get(key))
+            raise ConfigError(
+                [
+                    f"ckpt_path: the checkpoint was trained with {FIELD} {saved}; this run asks for "
+                    f"{self.describe_scheme()} (differs in {changed}). Resume with the run's own "
+                    "compress settings (its .hydra/overrides.yaml)"
+                ]
+            )
+
+
+class PostTrainingQuantization(_Quantization):
+    """Round-to-nearest post-training quantization (PTQ) of the trained student: no training of its
+    own; the student distils in full precision and is quantized at the end, with the same formats
+    as :class:`QuantizationAwareTraining` (the baseline QAT must beat)."""
+
+    method = "ptq-rtn"
+
+    def __init__(
+        self,
+        weights: str = "int8",
+        group_size: int | None = None,
+        symmetric: bool = True,
+        activations: str | None = None,
+        embeddings: str | None = None,
+        embedding_group_size: int | None = None,
+        exclude: list[str] | tuple[str, ...] = ("classifier",),
+    ) -> None:
+        super().__init__(
+            weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
+            embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+        )
