@@ -18,10 +18,30 @@ from distill.quantization.formats import INT_FORMATS, QuantizationScheme
 from distill.quantization.ternary import BitLinear, TernaryLinear
 
 
-def _torchao():
-    """torchao's QAT and PTQ API (imported on first use: importing it costs ~2 s)."""
+def _torchao() -> dict:
+    """torchao's QAT and PTQ API by name (imported on first use: importing it costs ~2 s)."""
+    from torchao.quantization import (
+        Int8DynamicActivationIntxWeightConfig,
+        IntxWeightOnlyConfig,
+        PerAxis,
+        PerGroup,
+        quantize_,
+    )
+    from torchao.quantization.qat import FakeQuantizedEmbedding, FakeQuantizedLinear, IntxFakeQuantizeConfig, QATConfig
+    from torchao.quantization.quant_primitives import MappingType
 
-    return locals()
+    return {
+        "Int8DynamicActivationIntxWeightConfig": Int8DynamicActivationIntxWeightConfig,
+        "IntxWeightOnlyConfig": IntxWeightOnlyConfig,
+        "PerAxis": PerAxis,
+        "PerGroup": PerGroup,
+        "quantize_": quantize_,
+        "FakeQuantizedEmbedding": FakeQuantizedEmbedding,
+        "FakeQuantizedLinear": FakeQuantizedLinear,
+        "IntxFakeQuantizeConfig": IntxFakeQuantizeConfig,
+        "QATConfig": QATConfig,
+        "MappingType": MappingType,
+    }
 
 
 def _is_linear(module: nn.Module) -> bool:
