@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 
 from distill.models import count_parameters
 from distill.module import DistillationModule
-from distill.report import compare, measure_latency
+from distill.latency import interleaved_latency
+from distill.report import compare
 from distill.val_metrics import agreement_score
 
 #: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
@@ -33,9 +34,7 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
     if not module.classification:
         return _evaluate_without_classes(module, datamodule, scores, cfg)
     metric_names = list(cfg.module.metrics)
-    batch = next(iter(datamodule.val_dataloader()))
-    size = int(cfg.report.latency_batch_size)
-    inputs = {key: value[:size] for key, value in batch.items() if key != "labels"}
+    timings = _latencies(module, _latency_inputs(datamodule, cfg), cfg)
 
     def figures(model, prefix: str) -> dict[str, Any]:
         result = {
@@ -43,10 +42,7 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
             for name in metric_names
         }
         result["params"] = count_parameters(model)
-        if cfg.report.latency_repeats:
-            result["latency_ms"] = measure_latency(
-                model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats)
-            )
+        result.update(timings.get(id(model), {}))
         return result
 
     if module.ensemble is not None:
@@ -80,6 +76,29 @@ def _ensemble_summary(module: DistillationModule, scores: dict, figures, metric_
     return summary
 
 
+def _latencies(module: DistillationModule, inputs: dict, cfg: DictConfig) -> dict[int, dict[str, Any]]:
+    """Every model of the run (teachers and student) timed in interleaved rounds on the CPU
+    (:func:`distill.latency.interleaved_latency`): ``latency_ms`` (the median), ``latency_iqr_ms``
+    and ``latency_threads``, keyed by ``id(model)``. Empty with ``report.latency_repeats=0``."""
+    if not cfg.report.latency_repeats:
+        return {}
+    models = {"student": module.student}
+    if module.teacher is not None:
+        models["teacher"] = module.teacher
+    models.update({f"teacher {name}": teacher for name, teacher in module.teachers.items()})
+    measured = interleaved_latency(
+        {name: model.to("cpu") for name, model in models.items()}, inputs, rounds=int(cfg.report.latency_repeats)
+    )
+    return {
+        id(models[name]): {
+            "latency_ms": figures["median_ms"],
+            "latency_iqr_ms": figures["iqr_ms"],
+            "latency_threads": figures["threads"],
+        }
+        for name, figures in measured.items()
+    }
+
+
 def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
     batch = next(iter(datamodule.val_dataloader()))
     size = int(cfg.report.latency_batch_size)
@@ -87,15 +106,14 @@ def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
 
 
 def _evaluate_without_classes(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
-    inputs = _latency_inputs(datamodule, cfg)
+    timings = _latencies(module, _latency_inputs(datamodule, cfg), cfg)
 
     def figures(model, prefix: str) -> dict[str, Any]:
         result: dict[str, Any] = {}
         if f"{prefix}mlm_ce" in scores:
             result["mlm_ce"] = float(scores[f"{prefix}mlm_ce"])
         result["params"] = count_parameters(model)
-        if cfg.report.latency_repeats:
-            result["latency_ms"] = measure_latency(model.to("cpu"), inputs, repeats=int(cfg.report.latency_repeats))
+        result.update(timings.get(id(model), {}))
         return result
 
     student = figures(module.student, "val/")

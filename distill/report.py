@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
-from torch import nn
-
-
-def measure_latency(
-    model: nn.Module, inputs: dict[str, torch.Tensor], repeats: int = 20, warmup: int = 3
-) -> float:
-    """Median wall time of one eval-mode forward pass over ``inputs``, in milliseconds."""
-    was_training = model.training
-    model.eval()
-    timings = []
-    with torch.inference_mode():
-        for step in range(warmup + repeats):
-            start = time.perf_counter()
-            model(**inputs)
-            if step >= warmup:
-                timings.append((time.perf_counter() - start) * 1000.0)
-    model.train(was_training)
-    return statistics.median(timings)
 
 
 def compare(teacher: dict[str, Any] | None, student: dict[str, Any], metric: str) -> dict[str, Any]:
@@ -65,8 +44,16 @@ def render_table(summary: dict[str, Any], console: Console | None = None) -> Non
             name,
             f"{figures['params'] / 1e6:.1f}M",
             f"{figures[metric]:.4f}" if figures.get(metric) is not None else "-",
-            f"{figures['latency_ms']:.1f} ms" if figures.get("latency_ms") else "-",
+            _latency_cell(figures),
             speedup_cell,
             f"{summary['retention'] * 100:.1f}%" if is_student and "retention" in summary else "-",
         )
     (console or Console()).print(table)
+
+
+def _latency_cell(figures: dict[str, Any]) -> str:
+    """``84.4 ms ± 2.1`` (the median and the interquartile range over the interleaved rounds)."""
+    if not figures.get("latency_ms"):
+        return "-"
+    spread = figures.get("latency_iqr_ms")
+    return f"{figures['latency_ms']:.1f} ms" + (f" ± {spread:.1f}" if spread is not None else "")
