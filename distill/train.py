@@ -314,7 +314,7 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
 def compress_student(trainer: L.Trainer, module: DistillationModule) -> dict[str, Any] | None:
     """Apply the run's ``compress`` callbacks to the trained student (convert fake-quant to integer
     weights, or quantize post-training); what they did, for ``metrics.json``."""
-    done = [c.compress_student(module) for c in trainer.callbacks if isinstance(c, StudentCompression)]
+    done = [c.compress_student(module, trainer) for c in trainer.callbacks if isinstance(c, StudentCompression)]
     if len(done) > 1:
         return {"steps": done}
     return done[0] if done else None

@@ -42,7 +42,7 @@ class StudentCompression(Callback):
     """A ``compress`` callback: :meth:`compress_student` turns the trained student into what ships
     and returns what ``metrics.json`` records of it (under ``student.compression``)."""
 
-    def compress_student(self, module: L.LightningModule) -> dict[str, Any]:
+    def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -53,9 +53,9 @@ class _Quantization(StudentCompression):
         super().__init__()
         self.scheme = _scheme(FIELD, **settings)
 
-    def compress_student(self, module: L.LightningModule) -> dict[str, Any]:
+    def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         modules = [name for name, _ in quantized_modules(module.student, self.scheme)]
-        convert_student(module.student, self.scheme)
+        self.quantize(module.student, trainer)
         log.info("student converted to %s (%s, %d modules)", self.scheme.describe(), self.method, len(modules))
         return {
             "method": self.method,
@@ -67,6 +67,9 @@ class _Quantization(StudentCompression):
 
     def describe_scheme(self) -> dict[str, Any]:
         return {**asdict(self.scheme), "exclude": list(self.scheme.exclude)}
+
+    def quantize(self, student, trainer: L.Trainer) -> None:
+        convert_student(student, self.scheme)
 
 
 class QuantizationAwareTraining(_Quantization):
@@ -156,12 +159,23 @@ class QuantizationAwareTraining(_Quantization):
             )
 
 
-class PostTrainingQuantization(_Quantization):
-    """Round-to-nearest post-training quantization (PTQ) of the trained student: no training of its
-    own; the student distils in full precision and is quantized at the end, with the same formats
-    as :class:`QuantizationAwareTraining` (the baseline QAT must beat)."""
+#: The batch keys a student reads (the rest are targets and bookkeeping).
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+#: PTQ methods: round-to-nearest, and GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`).
+PTQ_METHODS = ("rtn", "gptq")
 
-    method = "ptq-rtn"
+
+class PostTrainingQuantization(_Quantization):
+    """Post-training quantization (PTQ) of the trained student: no training of its own; the student
+    distils in full precision and is quantized at the end, with the same formats as
+    :class:`QuantizationAwareTraining` (the baselines QAT must beat).
+
+    Args: see :class:`~distill.quantization.formats.QuantizationScheme`, plus
+        method: ``rtn`` (round-to-nearest) or ``gptq`` (second-order error compensation from the
+            inputs each layer sees on ``calibration_batches`` training batches; weight-only, integer
+            formats).
+        calibration_batches: training batches GPTQ reads.
+    """
 
     def __init__(
         self,
@@ -172,8 +186,46 @@ class PostTrainingQuantization(_Quantization):
         embeddings: str | None = None,
         embedding_group_size: int | None = None,
         exclude: list[str] | tuple[str, ...] = ("classifier",),
+        method: str = "rtn",
+        calibration_batches: int = 16,
     ) -> None:
-        super().__init__(
-            weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
-            embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
-        )
+        problems = []
+        if method not in PTQ_METHODS:
+            problems.append(f"{FIELD}.method={method!r}: allowed: {list(PTQ_METHODS)}")
+        elif method == "gptq" and (weights == "ternary" or activations):
+            problems.append(
+                f"{FIELD}.method=gptq: weight-only integer formats; got weights={weights!r}, "
+                f"activations={activations!r} (use method=rtn for those)"
+            )
+        if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 1:
+            problems.append(f"{FIELD}.calibration_batches={calibration_batches!r}: an integer >= 1")
+        try:
+            super().__init__(
+                weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
+                embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+            )
+        except ConfigError as error:
+            problems[:0] = error.problems
+        if problems:
+            raise ConfigError(problems)
+        self.method = f"ptq-{method}"
+        self.calibration_batches = calibration_batches
+
+    def quantize(self, student, trainer: L.Trainer) -> None:
+        if self.method != "ptq-gptq":
+            convert_student(student, self.scheme)
+            return
+        from distill.quantization.gptq import gptq_quantize
+
+        gptq_quantize(student, self.scheme, calibration_inputs(trainer, self.calibration_batches))
+
+
+def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:
+    """The first ``count`` training batches of the run (labelled data, no transfer text), model
+    inputs only."""
+    batches = []
+    for batch in trainer.datamodule.train_dataloader(transfer=False, sharded=False):
+        batches.append({key: value for key, value in batch.items() if key in MODEL_INPUTS})
+        if len(batches) == count:
+            break
+    return batches
