@@ -3,6 +3,7 @@
     distill-report sweep outputs/multiruns/2026-01-31/12-00-00               # report.md, report.csv, report.png
     distill-report sweep SWEEP_DIR --metric agreement
     distill-report sweep SWEEP_DIR --metric student.latency_ms --lower-is-better --out reports/
+    distill-report compression RUN_OR_SWEEP_DIR... --out reports/compression   # size vs quality
 """
 
 from __future__ import annotations
@@ -30,11 +31,37 @@ def _parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--lower-is-better", action="store_true", help="the best setting has the lowest mean")
     sweep.add_argument("--out", metavar="DIR", help="where to write the report files (default: SWEEP_DIR)")
+    compression = commands.add_parser(
+        "compression",
+        help="quantized/pruned students: format, size on disk, latency, task metric, agreement",
+        description="One row per setting (runs differing only in `seed` are aggregated as mean ± std): format, "
+        "parameters, size on disk, CPU latency at batch 1 and 32 (timed here, interleaved, in one process), task "
+        "metric, agreement with the teacher, retention; and the task metric against size as report.png.",
+    )
+    compression.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or sweep folders")
+    compression.add_argument("--out", metavar="DIR", required=True, help="where to write report.md/.csv/.png")
+    compression.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
     return parser
+
+
+def _compression(args) -> int:
+    from distill.sweep.compression import report_compression
+
+    try:
+        _, written = report_compression(args.run_dirs, args.out, rounds=args.rounds)
+    except SweepError as error:
+        print(f"distill-report: error: {error}", file=sys.stderr)
+        return 2
+    print(written[0].read_text())
+    for path in written:
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "compression":
+        return _compression(args)
     from distill.sweep.report import report_sweep  # matplotlib and Hydra's parser: after --help
     from distill.sweep.tables import best_line, settings_table
 

@@ -1,0 +1,45 @@
+"""``distill-report compression``: runs grouped by setting across seeds, sizes from the student's
+files, latency timed for every setting, and the three report files."""
+
+from __future__ import annotations
+
+import csv
+
+import yaml
+from conftest import TINY_RUN, compose
+
+from distill.report_cli import main
+from distill.train import train
+
+
+def tiny_run(root, name: str, overrides: list[str]) -> None:
+    folder = root / name
+    train(compose([*TINY_RUN, "data.train_limit=16", "trainer.max_steps=2", *overrides], folder))
+    (folder / "run" / ".hydra").mkdir()
+    (folder / "run" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+
+
+def test_the_report_groups_seeds_and_puts_each_format_beside_its_size(data_dir, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    tiny_run(runs, "fp32-0", ["seed=0"])
+    tiny_run(runs, "fp32-1", ["seed=1"])
+    tiny_run(runs, "int4-0", ["compress=ptq_int4", "compress.quantize.group_size=16", "seed=0"])
+    assert main(["compression", str(runs), "--out", str(tmp_path / "report"), "--rounds", "2"]) == 0
+    rows = list(csv.DictReader((tmp_path / "report" / "report.csv").open()))
+    by_setting = {row["setting"]: row for row in rows}
+    float_row = by_setting["(no overrides)"]
+    int4_row = by_setting["compress=ptq_int4 compress.quantize.group_size=16"]
+    assert float_row["n"] == "2" and int4_row["n"] == "1"  # seeds 0 and 1 are one setting
+    assert float_row["format"] == "fp32" and int4_row["format"] == "int4 g16 sym, emb int8 (ptq-rtn)"
+    assert float(int4_row["size_mib"]) < float(float_row["size_mib"]) / 3  # embeddings int8, Linear int4
+    for row in rows:
+        assert float(row["latency_b1_ms"]) > 0 and float(row["latency_b32_ms"]) > 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| (no overrides) | fp32 | 2 |" in text and " ± " in text
+    assert (tmp_path / "report" / "report.png").read_bytes().startswith(b"\x89PNG")
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
+    assert main(["compression", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    assert "no runs found" in capsys.readouterr().err
