@@ -56,6 +56,7 @@ class _Quantization(StudentCompression):
     def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         modules = [name for name, _ in quantized_modules(module.student, self.scheme)]
         self.quantize(module.student, trainer)
+        _skip_ddp_broadcast_of_integer_weights(module)
         log.info("student converted to %s (%s, %d modules)", self.scheme.describe(), self.method, len(modules))
         return {
             "method": self.method,
@@ -70,6 +71,17 @@ class _Quantization(StudentCompression):
 
     def quantize(self, student, trainer: L.Trainer) -> None:
         convert_student(student, self.scheme)
+
+
+def _skip_ddp_broadcast_of_integer_weights(module: L.LightningModule) -> None:
+    """Lightning broadcasts every parameter from rank 0 when the evaluation after training sets up
+    DDP; torchao's integer weight tensors cannot be broadcast (no ``view``). Every rank converted the
+    same synchronised weights, so they are equal already: DDP is told to leave them out."""
+    integer = [
+        name for name, parameter in module.named_parameters() if type(parameter).__name__ == "IntxUnpackedToInt8Tensor"
+    ]
+    known = list(getattr(module, "_ddp_params_and_buffers_to_ignore", []))
+    module._ddp_params_and_buffers_to_ignore = known + [name for name in integer if name not in known]
 
 
 class QuantizationAwareTraining(_Quantization):
