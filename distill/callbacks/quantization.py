@@ -30,12 +30,8 @@ log = logging.getLogger(__name__)
 FIELD = "compress.quantize"
 
 
-def _scheme(field: str, **settings) -> QuantizationScheme:
-    problems = scheme_problems(field, **settings)
-    if problems:
-        raise ConfigError(problems)
-    settings["exclude"] = tuple(settings.get("exclude") or ())
-    return QuantizationScheme(**settings)
+def _positive_int(value, minimum: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
 
 
 class StudentCompression(Callback):
@@ -49,9 +45,14 @@ class StudentCompression(Callback):
 class _Quantization(StudentCompression):
     method = ""
 
-    def __init__(self, **settings) -> None:
+    def __init__(self, own_problems: list[str], **settings) -> None:
+        """``settings`` make the :class:`QuantizationScheme`; ``own_problems`` are the subclass's
+        other fields' problems, raised with the scheme's in one :class:`ConfigError`."""
         super().__init__()
-        self.scheme = _scheme(FIELD, **settings)
+        problems = scheme_problems(FIELD, **settings) + own_problems
+        if problems:
+            raise ConfigError(problems)
+        self.scheme = QuantizationScheme(**{**settings, "exclude": tuple(settings.get("exclude") or ())})
 
     def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         modules = [name for name, _ in quantized_modules(module.student, self.scheme)]
@@ -113,17 +114,12 @@ class QuantizationAwareTraining(_Quantization):
         start_step: int = 0,
     ) -> None:
         problems = []
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+        if not _positive_int(start_step, 0):
             problems.append(f"{FIELD}.start_step={start_step!r}: an integer >= 0 (the step fake-quant starts)")
-        try:
-            super().__init__(
-                weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
-                embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
-            )
-        except ConfigError as error:
-            problems[:0] = error.problems
-        if problems:
-            raise ConfigError(problems)
+        super().__init__(
+            problems, weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
+            embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+        )
         self.start_step = start_step
         self.active: bool | None = None
 
@@ -209,17 +205,12 @@ class PostTrainingQuantization(_Quantization):
                 f"{FIELD}.method=gptq: weight-only integer formats; got weights={weights!r}, "
                 f"activations={activations!r} (use method=rtn for those)"
             )
-        if isinstance(calibration_batches, bool) or not isinstance(calibration_batches, int) or calibration_batches < 1:
+        if not _positive_int(calibration_batches, 1):
             problems.append(f"{FIELD}.calibration_batches={calibration_batches!r}: an integer >= 1")
-        try:
-            super().__init__(
-                weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
-                embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
-            )
-        except ConfigError as error:
-            problems[:0] = error.problems
-        if problems:
-            raise ConfigError(problems)
+        super().__init__(
+            problems, weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
+            embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+        )
         self.method = f"ptq-{method}"
         self.calibration_batches = calibration_batches
 
