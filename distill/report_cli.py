@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     compression.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders or sweep folders")
     compression.add_argument("--out", metavar="DIR", required=True, help="where to write report.md/.csv/.png")
     compression.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds (0: no latency)")
+    compression.add_argument(
+        "--baseline", metavar="SETTING", help="a setting (its overrides as the table prints them, or its sweep "
+        "folder) to compare every other setting with, paired by seed (e.g. the fp32 student)",
+    )
     return parser
 
 
@@ -48,7 +52,7 @@ def _compression(args) -> int:
     from distill.sweep.compression import report_compression
 
     try:
-        _, written = report_compression(args.run_dirs, args.out, rounds=args.rounds)
+        _, written = report_compression(args.run_dirs, args.out, rounds=args.rounds, baseline=args.baseline)
     except SweepError as error:
         print(f"distill-report: error: {error}", file=sys.stderr)
         return 2

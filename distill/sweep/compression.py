@@ -103,9 +103,26 @@ def _mean_std(values: list[float], scale: float = 1.0) -> str:
     return f"{mean:.2f}{spread}"
 
 
-def rows(settings: list[CompressedSetting], metric: str, latency: dict) -> list[dict[str, Any]]:
+def _by_seed(setting: CompressedSetting, metric: str) -> dict[str, float]:
+    return {
+        run.overrides[REPLICATE_KEY].text if REPLICATE_KEY in run.overrides else "-": value
+        for run in setting.runs
+        if (value := metric_value(run.metrics, metric)) is not None
+    }
+
+
+def paired_difference(setting: CompressedSetting, baseline: CompressedSetting, metric: str) -> list[float]:
+    """``metric`` of ``setting`` minus the baseline's, seed by seed (the seeds both have)."""
+    mine, theirs = _by_seed(setting, metric), _by_seed(baseline, metric)
+    return [mine[seed] - theirs[seed] for seed in sorted(mine.keys() & theirs.keys())]
+
+
+def rows(
+    settings: list[CompressedSetting], metric: str, latency: dict, baseline: CompressedSetting | None = None
+) -> list[dict[str, Any]]:
     result = []
     for setting in settings:
+        delta = paired_difference(setting, baseline, metric) if baseline is not None else []
         timed = latency.get(setting.label, {})
         scores = setting.values(metric)
         result.append(
@@ -122,14 +139,18 @@ def rows(settings: list[CompressedSetting], metric: str, latency: dict) -> list[
                 f"{metric}_text": _mean_std(scores, 100.0),
                 "agreement_text": _mean_std(setting.values("agreement"), 100.0),
                 "retention_text": _mean_std(setting.values("retention"), 100.0),
+                "delta_vs_baseline": statistics.fmean(delta) if delta else None,
+                "delta_text": _mean_std(delta, 100.0) + (f" (n={len(delta)})" if delta else ""),
             }
         )
     return result
 
 
-def markdown(table: list[dict[str, Any]], metric: str, teacher: str) -> str:
+def markdown(table: list[dict[str, Any]], metric: str, teacher: str, baseline: str | None = None) -> str:
     header = ["setting", "format", "n", "params", "size on disk", "latency b1", "latency b32",
               f"dev {metric} (%)", "agreement (%)", "retention (%)"]
+    if baseline is not None:
+        header.append("Δ vs baseline (points, paired by seed)")
     lines = [f"# Compression report ({metric}: mean ± std over seeds; teacher: {teacher})", ""]
     lines += _table(header, [
         [
@@ -141,9 +162,13 @@ def markdown(table: list[dict[str, Any]], metric: str, teacher: str) -> str:
                 for b in LATENCY_BATCHES
             ),
             row[f"{metric}_text"], row["agreement_text"], row["retention_text"],
+            *([row["delta_text"]] if baseline is not None else []),
         ]
         for row in table
     ])
+    if baseline is not None:
+        lines += ["", f"Baseline: `{baseline}`. Δ: the setting's {metric} minus the baseline's, seed by seed "
+                  "(mean ± std over the seeds both have); a gap smaller than its spread is no gap."]
     lines += ["", f"Latency: median ± IQR over interleaved rounds in one process, CPU, batch × {SEQUENCE_LENGTH} "
               "tokens, each setting's first student as exported.", "", "![size against quality](report.png)", ""]
     return "\n".join(lines)
@@ -179,17 +204,27 @@ def plot_png(table: list[dict[str, Any]], metric: str) -> bytes:
     return buffer.getvalue()
 
 
-def report_compression(run_dirs: list[str | Path], out: str | Path, rounds: int = 20) -> tuple[list[dict], list[Path]]:
-    """Write report.md, report.csv and report.png for the runs under ``run_dirs`` into ``out``."""
+def report_compression(
+    run_dirs: list[str | Path], out: str | Path, rounds: int = 20, baseline: str | None = None
+) -> tuple[list[dict], list[Path]]:
+    """Write report.md, report.csv and report.png for the runs under ``run_dirs`` into ``out``.
+    ``baseline``: a setting's label (its overrides, as the table prints them, or the folder it
+    came from) whose metric every other setting is compared with, paired by seed."""
     settings = collect_settings(run_dirs)
+    reference = None
+    if baseline is not None:
+        matches = [s for s in settings if baseline in (s.label, *(str(run.path.parent) for run in s.runs))]
+        if not matches:
+            raise SweepError(f"--baseline {baseline!r} is none of the settings: {[s.label for s in settings]}")
+        reference = matches[0]
     metric = settings[0].runs[0].metrics.get("metric", "accuracy")
     teacher_scores = [metric_value(run.metrics, f"teacher.{metric}") for s in settings for run in s.runs]
     teacher_scores = [score for score in teacher_scores if score is not None]
     teacher = f"{metric} {number(statistics.fmean(teacher_scores))}" if teacher_scores else "none"
-    table = rows(settings, metric, measure(settings, rounds))
+    table = rows(settings, metric, measure(settings, rounds), reference)
     out = Path(out)
     written = [
-        write_atomic(out / "report.md", markdown(table, metric, teacher)),
+        write_atomic(out / "report.md", markdown(table, metric, teacher, reference and reference.label)),
         write_atomic(out / "report.csv", csv_text(table)),
         write_atomic(out / "report.png", plot_png(table, metric)),
     ]

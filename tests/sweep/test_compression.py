@@ -4,7 +4,9 @@ files, latency timed for every setting, and the three report files."""
 from __future__ import annotations
 
 import csv
+import json
 
+import pytest
 import yaml
 from conftest import TINY_RUN, compose
 
@@ -24,7 +26,8 @@ def test_the_report_groups_seeds_and_puts_each_format_beside_its_size(data_dir, 
     tiny_run(runs, "fp32-0", ["seed=0"])
     tiny_run(runs, "fp32-1", ["seed=1"])
     tiny_run(runs, "int4-0", ["compress=ptq_int4", "compress.quantize.group_size=16", "seed=0"])
-    assert main(["compression", str(runs), "--out", str(tmp_path / "report"), "--rounds", "2"]) == 0
+    assert main(["compression", str(runs), "--out", str(tmp_path / "report"), "--rounds", "2",
+                 "--baseline", "(no overrides)"]) == 0
     rows = list(csv.DictReader((tmp_path / "report" / "report.csv").open()))
     by_setting = {row["setting"]: row for row in rows}
     float_row = by_setting["(no overrides)"]
@@ -34,7 +37,14 @@ def test_the_report_groups_seeds_and_puts_each_format_beside_its_size(data_dir, 
     assert float(int4_row["size_mib"]) < float(float_row["size_mib"]) / 3  # embeddings int8, Linear int4
     for row in rows:
         assert float(row["latency_b1_ms"]) > 0 and float(row["latency_b32_ms"]) > 0
+    # Paired by seed: the int4 student (seed 0) against the float student of seed 0 only.
+    summaries = {run_dir: json.loads((runs / run_dir / "run" / "metrics.json").read_text())["student"]
+                 for run_dir in ("fp32-0", "int4-0")}
+    expected = summaries["int4-0"]["accuracy"] - summaries["fp32-0"]["accuracy"]
+    assert float(int4_row["delta_vs_baseline"]) == pytest.approx(expected, abs=1e-9)
+    assert float(float_row["delta_vs_baseline"]) == 0.0
     text = (tmp_path / "report" / "report.md").read_text()
+    assert "Baseline: `(no overrides)`" in text
     assert "| (no overrides) | fp32 | 2 |" in text and " ± " in text
     assert (tmp_path / "report" / "report.png").read_bytes().startswith(b"\x89PNG")
     assert "wrote" in capsys.readouterr().out
