@@ -14,15 +14,12 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from distill.errors import ConfigError
 from distill.quantization.formats import QuantizationScheme, scheme_problems
-from distill.quantization.modules import (
-    convert_student,
-    prepare_student,
-    quantized_modules,
-    set_fake_quant,
-)
+from distill.quantization.modules import convert_student, prepare_student, quantized_modules, set_fake_quant
+from distill.quantization.outliers import split_outlier_features
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +62,11 @@ class _Quantization(StudentCompression):
             "bits": self.scheme.bits,
             "scheme": self.describe_scheme(),
             "modules": modules,
+            **self.extra_figures(),
         }
+
+    def extra_figures(self) -> dict[str, Any]:
+        return {}
 
     def describe_scheme(self) -> dict[str, Any]:
         return {**asdict(self.scheme), "exclude": list(self.scheme.exclude)}
@@ -196,8 +197,11 @@ class PostTrainingQuantization(_Quantization):
         exclude: list[str] | tuple[str, ...] = ("classifier",),
         method: str = "rtn",
         calibration_batches: int = 16,
+        outlier_threshold: float | None = None,
     ) -> None:
         problems = []
+        if outlier_threshold is not None and method != "rtn":
+            problems.append(f"{FIELD}.outlier_threshold: an option of method=rtn (int8), not method={method!r}")
         if method not in PTQ_METHODS:
             problems.append(f"{FIELD}.method={method!r}: allowed: {list(PTQ_METHODS)}")
         elif method == "gptq" and (weights == "ternary" or activations):
@@ -210,17 +214,36 @@ class PostTrainingQuantization(_Quantization):
         super().__init__(
             problems, weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
             embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
+            outlier_threshold=outlier_threshold,
         )
         self.method = f"ptq-{method}"
+        self.outlier_features: dict[str, int] | None = None
         self.calibration_batches = calibration_batches
 
     def quantize(self, student, trainer: L.Trainer) -> None:
+        if self.scheme.outlier_threshold is not None:
+            linears = [name for name, module in quantized_modules(student, self.scheme) if isinstance(module, nn.Linear)]
+            self.outlier_features = split_outlier_features(
+                student, linears, calibration_inputs(trainer, self.calibration_batches), self.scheme.outlier_threshold
+            )
+            total = sum(self.outlier_features.values())
+            width = sum(student.get_submodule(name).in_features for name in linears)
+            log.info("LLM.int8() outliers: %d of %d input features (%.2f%%) kept in float", total, width, 100 * total / width)
         if self.method != "ptq-gptq":
             convert_student(student, self.scheme)
             return
         from distill.quantization.gptq import gptq_quantize
 
         gptq_quantize(student, self.scheme, calibration_inputs(trainer, self.calibration_batches))
+
+    def extra_figures(self) -> dict[str, Any]:
+        return _outlier_figures(self.outlier_features)
+
+
+def _outlier_figures(counts: dict[str, int] | None) -> dict[str, Any]:
+    if counts is None:
+        return {}
+    return {"outlier_features": sum(counts.values()), "outlier_features_per_layer": counts}
 
 
 def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:

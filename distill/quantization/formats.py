@@ -42,6 +42,8 @@ class QuantizationScheme:
             one scale per row, or per ``embedding_group_size`` features).
         embedding_group_size: as ``group_size``, for the embedding tables.
         exclude: ``fnmatch`` patterns of module names (in the student) left in float.
+        outlier_threshold: int8 PTQ only: input features whose |activation| exceeds it on the
+            calibration batches stay in float (LLM.int8(), :mod:`distill.quantization.outliers`).
     """
 
     weights: str = "int8"
@@ -51,6 +53,7 @@ class QuantizationScheme:
     embeddings: str | None = None
     embedding_group_size: int | None = None
     exclude: tuple[str, ...] = field(default=("classifier", "*.classifier", "classifier.*"))
+    outlier_threshold: float | None = None
 
     @property
     def bits(self) -> float:
@@ -65,6 +68,8 @@ class QuantizationScheme:
             text += " sym" if self.symmetric else " asym"
         if self.activations or self.weights == "ternary":
             text += " + int8 act"
+        if self.outlier_threshold is not None:
+            text += f" + fp outliers >{self.outlier_threshold:g}"
         if self.embeddings:
             text += f", emb {self.embeddings}" + (f" g{self.embedding_group_size}" if self.embedding_group_size else "")
         return text
@@ -98,6 +103,15 @@ def scheme_problems(field_name: str, **settings) -> list[str]:
         )
     if not isinstance(settings.get("symmetric", True), bool):
         problems.append(f"{field_name}.symmetric={settings['symmetric']!r}: true or false")
+    threshold = settings.get("outlier_threshold")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+            problems.append(f"{field_name}.outlier_threshold={threshold!r}: a number > 0 (LLM.int8() uses 6.0) or null")
+        elif weights != "int8":
+            problems.append(
+                f"{field_name}.outlier_threshold={threshold}: an option of the int8 format (LLM.int8()); "
+                f"weights={weights!r}. Set weights=int8 or outlier_threshold=null"
+            )
     exclude = settings.get("exclude", ())
     if isinstance(exclude, str) or not all(isinstance(p, str) for p in exclude or ()):
         problems.append(f"{field_name}.exclude={exclude!r}: a list of module-name patterns, e.g. ['classifier']")

@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distill.quantization.outliers import OutlierLinear
 from distill.quantization.ternary import TernaryLinear
 
 WEIGHTS_FILE = "quantized.safetensors"
@@ -125,10 +126,19 @@ def quantized_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, weights
 
 
+def outlier_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The layers split by LLM.int8()-style outlier handling: their outlier count and bias."""
+    return {
+        name: {"count": len(module.outlier_index), "bias": module.main.bias is not None}
+        for name, module in model.named_modules()
+        if isinstance(module, OutlierLinear)
+    }
+
+
 def write_quantized(model: nn.Module, directory: Path, scheme: dict | None) -> None:
     """``quantized.safetensors`` + ``quantization.json`` + ``config.json`` of a converted ``model``."""
     tensors, weights = quantized_state(model)
-    manifest = {"format_version": FORMAT_VERSION, "scheme": scheme, "weights": weights}
+    manifest = {"format_version": FORMAT_VERSION, "scheme": scheme, "weights": weights, "outliers": outlier_layout(model)}
     model.config.architectures = [type(model).__name__]  # as save_pretrained does: load_student reads it
     model.config.save_pretrained(directory)
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "distill-quantized"})
@@ -145,6 +155,9 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
         )
     tensors = load_file(str(directory / WEIGHTS_FILE))
     quantized = manifest["weights"]
+    for name, layout in manifest.get("outliers", {}).items():  # the split layers' shells, to load into
+        linear = model.get_submodule(name)
+        _replace(model, name, OutlierLinear(linear.in_features, linear.out_features, layout["count"], layout["bias"]))
     plain = {key: value for key, value in tensors.items() if not key.rsplit(".", 1)[0] in quantized}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     left = sorted(set(missing) - set(quantized))
@@ -159,9 +172,7 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
         codes = unpack_codes(tensors[f"{key}.qdata"], entry["bits"], entry["shape"])
         if entry["kind"] == "ternary":
             bias = model.get_submodule(name).bias
-            layer = TernaryLinear(codes, tensors[f"{key}.scale"], None if bias is None else bias.detach())
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, layer)
+            _replace(model, name, TernaryLinear(codes, tensors[f"{key}.scale"], None if bias is None else bias.detach()))
             continue
         if intx is None:
             intx, activation_kind = _intx_class()
@@ -177,6 +188,11 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
         )
         model.get_submodule(name).weight = nn.Parameter(weight, requires_grad=False)
     return model.eval()
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def has_quantized_export(directory: Path) -> bool:

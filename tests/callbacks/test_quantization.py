@@ -95,3 +95,16 @@ def test_the_real_students_export_keeps_the_fake_quant_predictions_on_sst2_dev(d
     assert torch.equal(exported, converted)
     assert (converted - fake).abs().max() < 1e-3
     assert (converted.argmax(-1) == fake.argmax(-1)).float().mean() >= 0.995
+
+
+def test_int8_ptq_with_outlier_features_reports_how_many_stay_float(data_dir, tmp_path):
+    overrides = ["compress=ptq_int8", "compress.quantize.outlier_threshold=1.0", "trainer.max_steps=1"]
+    summary = train(compose([*TINY_RUN, *overrides], tmp_path))
+    compression = summary["student"]["compression"]
+    per_layer = compression["outlier_features_per_layer"]
+    assert set(per_layer) == set(compression["modules"]) - {
+        "bert.embeddings.word_embeddings", "bert.embeddings.position_embeddings", "bert.embeddings.token_type_embeddings"
+    }
+    assert compression["outlier_features"] == sum(per_layer.values()) > 0  # tiny random BERT: |x| > 1 is common
+    assert "fp outliers >1" in compression["format"]
+    load_student(tmp_path / "run" / "student")  # the split layers load back
