@@ -1,5 +1,5 @@
-"""The ``compress`` group's quantization callbacks: fake-quant QAT during distillation, and
-round-to-nearest PTQ of the trained student. Both end with :meth:`compress_student`, which
+"""The ``compress`` group's quantization callbacks: fake-quant QAT during distillation, and PTQ of
+the trained student (round-to-nearest, GPTQ, LLM.int8()-style outliers). Both end with :meth:`compress_student`, which
 ``distill.train`` calls after the last stage: the student is converted to real integer weights,
 evaluated as it will be exported, and saved through :func:`distill.export.save_student`.
 
@@ -8,6 +8,7 @@ Formats, formulas and papers: :mod:`distill.quantization.formats` and docs/compr
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict
 from typing import Any
@@ -168,8 +169,6 @@ class QuantizationAwareTraining(_Quantization):
             )
 
 
-#: The batch keys a student reads (the rest are targets and bookkeeping).
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 #: PTQ methods: round-to-nearest, and GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`).
 PTQ_METHODS = ("rtn", "gptq")
 
@@ -183,7 +182,9 @@ class PostTrainingQuantization(_Quantization):
         method: ``rtn`` (round-to-nearest) or ``gptq`` (second-order error compensation from the
             inputs each layer sees on ``calibration_batches`` training batches; weight-only, integer
             formats).
-        calibration_batches: training batches GPTQ reads.
+        calibration_batches: training batches GPTQ and the outlier search read.
+        outlier_threshold: ``method: rtn``, int8 only: input features whose |x| exceeds it on the
+            calibration batches stay in float (LLM.int8(), :mod:`distill.quantization.outliers`).
     """
 
     def __init__(
@@ -237,21 +238,13 @@ class PostTrainingQuantization(_Quantization):
         gptq_quantize(student, self.scheme, calibration_inputs(trainer, self.calibration_batches))
 
     def extra_figures(self) -> dict[str, Any]:
-        return _outlier_figures(self.outlier_features)
-
-
-def _outlier_figures(counts: dict[str, int] | None) -> dict[str, Any]:
-    if counts is None:
-        return {}
-    return {"outlier_features": sum(counts.values()), "outlier_features_per_layer": counts}
+        """With ``outlier_threshold``: how many input features stay in float, in all and per layer."""
+        if self.outlier_features is None:
+            return {}
+        return {"outlier_features": sum(self.outlier_features.values()), "outlier_features_per_layer": self.outlier_features}
 
 
 def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:
-    """The first ``count`` training batches of the run (labelled data, no transfer text), model
-    inputs only."""
-    batches = []
-    for batch in trainer.datamodule.train_dataloader(transfer=False, sharded=False):
-        batches.append({key: value for key, value in batch.items() if key in MODEL_INPUTS})
-        if len(batches) == count:
-            break
-    return batches
+    """The first ``count`` training batches of the run (labelled data, no transfer text); the
+    calibration pass (:func:`distill.quantization.calibration.run_calibration`) leaves the labels out."""
+    return list(itertools.islice(trainer.datamodule.train_dataloader(transfer=False, sharded=False), count))

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from distill.quantization.calibration import run_calibration
 from distill.quantization.formats import INT_FORMATS, QuantizationScheme, width_problems
 from distill.quantization.modules import _embeddings, _torchao, quantized_modules
 
@@ -49,8 +50,6 @@ from distill.quantization.modules import _embeddings, _torchao, quantized_module
 BLOCK_SIZE = 128
 #: λ = DAMPING · mean(diag H).
 DAMPING = 0.01
-#: Batch keys that are targets, never model inputs (as ``distill.module.TARGET_KEYS``).
-TARGET_KEYS = ("labels", "label_mask")
 
 
 def gptq_quantize(
@@ -103,19 +102,10 @@ def _hessians(
 
         return record
 
-    handles = [module.register_forward_hook(recorder(name)) for name, module in linears.items()]
-    device, training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                inputs = {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
-                mask[0] = inputs.get("attention_mask")
-                model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
+    run_calibration(
+        model, {name: recorder(name) for name in linears}, calibration,
+        on_batch=lambda inputs: mask.__setitem__(0, inputs.get("attention_mask")),
+    )
     unseen = [name for name, count in counts.items() if count == 0]
     if unseen:
         raise ValueError(f"no calibration input reached {unseen[:5]}: give GPTQ at least one batch")

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from distill.quantization.calibration import run_calibration
+
 
 class OutlierLinear(nn.Module):
     """A Linear layer split into a quantizable part (``main``, the weight with the outlier columns
@@ -66,14 +68,7 @@ def input_maxima(model: nn.Module, names: list[str], calibration: Iterable[dict]
             maxima[name] = torch.maximum(maxima[name], value) if name in maxima else value
         return record
 
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in names]
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_calibration(model, {name: hook(name) for name in names}, calibration)
     return maxima
 
 
