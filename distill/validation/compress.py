@@ -33,21 +33,10 @@ def compress_callbacks(cfg: DictConfig, problems: list[str], skip: set[str] = fr
     return callbacks
 
 
-def scheme_width_problems(callbacks: list, student_config, task: str, num_labels: int) -> list[str]:
-    """Group sizes of the ``compress`` callbacks' schemes that do not divide a layer of the student."""
-    schemes = [callback.scheme for callback in callbacks if getattr(callback, "scheme", None) is not None]
-    if not schemes:
-        return []
-    import copy
-
-    import torch
-
-    from distill.models import AUTO_MODEL_BY_TASK
+def scheme_width_problems(callbacks: list, student) -> list[str]:
+    """Group sizes of the ``compress`` callbacks' schemes that do not divide a layer of ``student``
+    (a model on the ``meta`` device will do)."""
     from distill.quantization.formats import width_problems
 
-    config = copy.deepcopy(student_config)
-    if task == "sequence_classification" and num_labels > 0:
-        config.num_labels = num_labels
-    with torch.device("meta"):
-        model = AUTO_MODEL_BY_TASK[task].from_config(config)
-    return [problem for scheme in schemes for problem in width_problems("compress.quantize", scheme, model)]
+    schemes = [callback.scheme for callback in callbacks if getattr(callback, "scheme", None) is not None]
+    return [problem for scheme in schemes for problem in width_problems("compress.quantize", scheme, student)]

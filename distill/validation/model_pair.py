@@ -7,21 +7,24 @@ from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
 from distill.validation.compress import scheme_width_problems
 
 
-def _meta_module_widths(config, task: str, num_labels: int) -> dict[str, int | None]:
-    """The named modules of the model ``config`` builds for ``task`` and their output widths, from a
-    model on the ``meta`` device (no memory, no weights)."""
+def meta_model(config, task: str, num_labels: int):
+    """The model ``config`` builds for ``task``, on the ``meta`` device (no memory, no weights)."""
     import copy
 
     import torch
-
-    from distill.models import module_output_widths
 
     config = copy.deepcopy(config)
     if task == "sequence_classification" and num_labels > 0:
         config.num_labels = num_labels
     with torch.device("meta"):
-        model = AUTO_MODEL_BY_TASK[task].from_config(config)
-    return module_output_widths(model)
+        return AUTO_MODEL_BY_TASK[task].from_config(config)
+
+
+def _meta_module_widths(config, task: str, num_labels: int) -> dict[str, int | None]:
+    """The named modules of the model ``config`` builds for ``task`` and their output widths."""
+    from distill.models import module_output_widths
+
+    return module_output_widths(meta_model(config, task, num_labels))
 
 
 def _shape(role: str, spec: ModelSpec, config, modules: dict[str, int | None] | None = None) -> ModelShape:
@@ -55,14 +58,13 @@ def check_model_pair(
     ``task`` to list their modules (``ModelShape.modules``).
 
     Binding builds the terms' projections, so the same ``loss`` object must then go to the module.
-    ``loss=None`` skips binding (another teacher of an ensemble); ``loss_field`` prefixes the bind
+    ``compress``: the run's compress callbacks, whose quantization group sizes must divide the
+    student's layer widths. ``loss=None`` skips binding (another teacher of an ensemble); ``loss_field`` prefixes the bind
     problems (``teachers.<name>.loss``). ``layer_source`` is the teacher whose layers
     ``student.init_from_teacher_layers`` copies when it is not ``teacher`` (several teachers).
     """
     problems: list[str] = []
     teacher_config = load_model_config(teacher, num_labels) if teacher is not None else None
-    # ``compress``: the run's compress callbacks, whose quantization group sizes must divide the
-    # student's layer widths.
     source_teacher_config = (
         load_model_config(layer_source, num_labels) if layer_source is not None else teacher_config
     )
@@ -82,7 +84,8 @@ def check_model_pair(
                 f"out of range for {source_name}, which has {depth} layers (valid: 0..{depth - 1})"
             )
     student_config = load_model_config(student, num_labels, teacher_config=source_teacher_config)
-    problems.extend(scheme_width_problems(list(compress), student_config, task, num_labels))
+    if compress:
+        problems.extend(scheme_width_problems(compress, meta_model(student_config, task, num_labels)))
     student_modules = teacher_modules = None
     if loss is not None and teacher is not None and (loss.student_modules or loss.teacher_modules):
         student_modules = _meta_module_widths(student_config, task, num_labels)
