@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.export import size_on_disk as student_size_on_disk
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -217,10 +219,10 @@ class Reproduction:
 
 # -- results ------------------------------------------------------------------------------------
 def size_on_disk(folder: str | Path | None) -> int | None:
-    """Bytes of the model weights saved in ``folder`` (safetensors files)."""
+    """Bytes of the model weights saved in ``folder`` (:func:`distill.export.size_on_disk`); None without one."""
     if not folder or not Path(folder).is_dir():
         return None
-    return sum(path.stat().st_size for path in Path(folder).glob("*.safetensors"))
+    return student_size_on_disk(folder)
 
 
 def run_minutes(run_dir: Path) -> float:
