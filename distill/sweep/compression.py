@@ -84,8 +84,10 @@ def _inputs(batch: int, vocab_size: int) -> dict[str, torch.Tensor]:
 
 def measure(settings: list[CompressedSetting], rounds: int) -> dict[str, dict[int, dict[str, Any]]]:
     """Latency per setting label and batch size, every student timed in the same interleaved rounds."""
+    if rounds < 1:
+        return {}
     models = {s.label: load_student(s.student_folder) for s in settings if s.student_folder is not None}
-    if not models or rounds < 1:
+    if not models:
         return {}
     vocab = min(model.config.vocab_size for model in models.values())
     measured: dict[str, dict[int, dict[str, Any]]] = {label: {} for label in models}
