@@ -72,7 +72,8 @@ class TernaryLinear(nn.Module):
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = codes.shape
-        self.register_buffer("codes", codes.to(torch.int8))
+        # A (frozen) parameter, as a Linear's weight is: parameter counts and reports include it.
+        self.codes = nn.Parameter(codes.to(torch.int8), requires_grad=False)
         self.register_buffer("scale", scale.reshape(()).detach().clone())
         self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
 

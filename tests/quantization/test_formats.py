@@ -94,6 +94,7 @@ def test_ternary_weights_take_three_values_with_the_absmean_scale():
     layer.weight.data.copy_(weight)
     converted = layer.to_ternary()
     assert isinstance(converted, TernaryLinear) and converted.codes.dtype == torch.int8
+    assert sum(p.numel() for p in converted.parameters()) == 32 * 64 + 32  # codes and bias: counted as a Linear's
     assert len((converted.codes.float() * converted.scale).unique()) == 3
     x = torch.randn(5, 64)
     torch.testing.assert_close(converted(x), layer(x), atol=1e-6, rtol=0)
