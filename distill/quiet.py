@@ -10,6 +10,9 @@
 - Lightning's tips (``litlogger``, ``litmodels``), printed by every Trainer.
 - Lightning's "validation_step but no val_dataloader" (the teacher fine-tune trains without one),
   torchmetrics' memory note on ``SpearmanCorrcoef`` (regression runs).
+- What importing torchao logs (transformers imports it whenever it is installed): torch's
+  deprecation of ``register_constant()`` on its enums, the cpp extensions skipped on purpose
+  (``TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1``, set by the Makefile on CPU) and "no triton" on a CPU.
 - Deprecation and future warnings raised from inside dependencies (``DeprecationWarning``,
   ``PendingDeprecationWarning``, ``FutureWarning`` attributed to a module outside ``distill``).
 
@@ -34,6 +37,23 @@ _EXPECTED_WARNINGS = (
     r"Metric `SpearmanCorrcoef` will save all targets and predictions in the buffer",
 )
 _DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+#: Logged when torchao is imported: logger -> a fragment of each message to drop.
+_IMPORT_MESSAGES = {
+    "torch.utils._pytree": "register_constant() on Enum subclasses is deprecated",
+    "torchao": "Skipping import of cpp extensions due to TORCHAO_FORCE_SKIP_LOADING_SO_FILES=1",
+    "torchao.kernel.intmm": "Detected no triton",
+}
+
+
+class _ImportMessage(logging.Filter):
+    """Drops the records of one logger that contain ``fragment``."""
+
+    def __init__(self, fragment: str) -> None:
+        super().__init__()
+        self.fragment = fragment
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.fragment not in record.getMessage()
 
 
 class _ExpectedMessages(logging.Filter):
@@ -54,6 +74,10 @@ def quiet_expected_messages() -> None:
     for logger in loggers:
         if not any(isinstance(existing, _ExpectedMessages) for existing in logger.filters):
             logger.addFilter(_ExpectedMessages())
+    for name, fragment in _IMPORT_MESSAGES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _ImportMessage) for existing in logger.filters):
+            logger.addFilter(_ImportMessage(fragment))
     transformers_logging.disable_progress_bar()
     for message in _EXPECTED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)

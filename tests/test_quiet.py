@@ -72,7 +72,10 @@ def quiet():
 
     from distill import quiet as quiet_module
 
-    loggers = [logging.getLogger(name) for name in (*quiet_module._LIGHTNING_LOGGERS, quiet_module._TRANSFORMERS_LOAD_LOGGER)]
+    loggers = [
+        logging.getLogger(name)
+        for name in (*quiet_module._LIGHTNING_LOGGERS, quiet_module._TRANSFORMERS_LOAD_LOGGER, *quiet_module._IMPORT_MESSAGES)
+    ]
     before = {logger.name: list(logger.filters) for logger in loggers}
     with warnings.catch_warnings():
         warnings.resetwarnings()
@@ -102,6 +105,10 @@ def test_the_filters_drop_expected_messages_and_keep_problems(quiet):
     assert not logging.getLogger(fresh_head.name).filter(fresh_head)
     mismatch = _record("transformers.modeling_utils", "BertForSequenceClassification LOAD REPORT ... MISMATCH")
     assert logging.getLogger(mismatch.name).filter(mismatch)  # a checkpoint that does not fit stays loud
+    enum = _record("torch.utils._pytree", "<enum 'X'> ... Calling register_constant() on Enum subclasses is deprecated")
+    assert not logging.getLogger(enum.name).filter(enum)
+    other = _record("torch.utils._pytree", "some other pytree warning")
+    assert logging.getLogger(other.name).filter(other)  # only the known message is dropped
     assert not transformers_logging.is_progress_bar_enabled()
 
     with warnings.catch_warnings(record=True) as caught:
