@@ -21,7 +21,7 @@ from distill.checkpoints import AtomicCheckpointIO
 from distill.errors import Preempted
 from distill.evaluation import evaluate_models
 from distill.export import save_student, size_on_disk
-from distill.models import ModelSpec, build_model, load_tokenizer
+from distill.models import ModelSpec, build_model, count_nonzero_parameters, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
 from distill.preflight import (
     check_pair,
@@ -314,7 +314,8 @@ def _build_ensemble_run(cfg: DictConfig, student_spec: ModelSpec | None, config_
 def compress_student(trainer: L.Trainer, module: DistillationModule) -> dict[str, Any] | None:
     """Apply the run's ``compress`` callbacks to the trained student (convert fake-quant to integer
     weights, or quantize post-training); what they did, for ``metrics.json``."""
-    done = [c.compress_student(module, trainer) for c in trainer.callbacks if isinstance(c, StudentCompression)]
+    callbacks = sorted((c for c in trainer.callbacks if isinstance(c, StudentCompression)), key=lambda c: c.order)
+    done = [callback.compress_student(module, trainer) for callback in callbacks]
     if len(done) > 1:
         return {"steps": done}
     return done[0] if done else None
@@ -348,6 +349,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         examples_seen.append(module.examples_seen)
     compression = compress_student(trainer, module)
     summary = evaluate_models(module, datamodule, trainer, cfg)  # the student as it is exported
+    summary["student"]["nonzero_params"] = count_nonzero_parameters(module.student)  # what pruning leaves
     if compression:
         summary["student"]["compression"] = compression
     # Training examples each term saw (this rank), per stage: label terms skip transfer text.

@@ -113,6 +113,23 @@ CASES = {
         ["compress=ptq_int8", "+compress.quantize.start_step=5"], {},
         ["compress.quantize.start_step: unknown option", "PostTrainingQuantization"],
     ),
+    "prune sparsity and criterion": (
+        ["compress=prune_magnitude", "compress.prune.sparsity=1.0", "compress.prune.criterion=taylor"], {},
+        ["compress.prune.sparsity=1.0: a fraction 0 < sparsity < 1",
+         "compress.prune.criterion='taylor': allowed: ['magnitude', 'wanda', 'sparsegpt']"],
+    ),
+    "prune N > M": (
+        ["compress=prune_2of4", "compress.prune.pattern='4:2'"], {},
+        ["compress.prune.pattern='4:2': 'N:M' with 0 < N < M"],
+    ),
+    "prune pattern width": (
+        ["compress=prune_2of4", "compress.prune.pattern='2:5'"], {},
+        ["compress.prune.pattern=2:5: input widths not a multiple of 5"],
+    ),
+    "prune gradual end step": (
+        ["compress=prune_magnitude", "compress.prune.start_step=50", "compress.prune.end_step=20"], {},
+        ["compress.prune.end_step=20: schedule=gradual needs an integer end_step > start_step"],
+    ),
 }
 
 

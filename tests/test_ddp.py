@@ -204,3 +204,45 @@ def test_two_process_ddp_with_qat_gives_the_same_quantized_student_as_one_proces
             assert step.max() <= 1 and (step > 0).float().mean() < 0.01, name
         else:
             torch.testing.assert_close(ddp[name], expected, atol=1e-4, rtol=0, msg=name)
+
+
+class MaskRecorder(L.Callback):
+    """Writes what one rank's student looks like at the end of training to ``<folder>/rank<r>.pt``:
+    the pruning callback's masks and the student's weights (which of them are zero)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        (pruning,) = [c for c in trainer.callbacks if type(c).__name__ == "Pruning"]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        weights = {name: p.detach().clone() for name, p in pl_module.student.named_parameters()}
+        torch.save({"masks": pruning.masks.state_dict(), "weights": weights}, self.folder / f"rank{trainer.global_rank}.pt")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_identical_wanda_masks_on_both_ranks(data_dir, tmp_path):
+    """Wanda's scores read calibration batches: rank 0 computes the masks and broadcasts them, so
+    both ranks prune the same weights, and the same as one process on the same global batch."""
+    header, *rows = (data_dir / "sst2" / "train.tsv").read_text().splitlines()[: EXAMPLES + 1]
+    train_file = tmp_path / "train.tsv"
+    train_file.write_text("\n".join([header, *rows]) + "\n")
+    prune = ["compress=prune_wanda", "compress.prune.sparsity=0.6", "compress.prune.start_step=1",
+             "compress.prune.end_step=3", "compress.prune.every=1", "compress.prune.calibration_batches=2",
+             "+callbacks.masks._target_=test_ddp.MaskRecorder"]
+    single = tmp_path / "single_masks"
+    run(tmp_path, "single", train_file, [*prune, f"+callbacks.masks.folder={single}", "data.batch_size=8", "trainer.devices=1"])
+    ddp = tmp_path / "ddp_masks"
+    run(tmp_path, "ddp", train_file, [*prune, f"+callbacks.masks.folder={ddp}", "data.batch_size=4",
+                                      "trainer.devices=2", "trainer.strategy=ddp"])
+    ranks = [torch.load(ddp / f"rank{rank}.pt") for rank in (0, 1)]
+    alone = torch.load(single / "rank0.pt")
+    assert len(ranks[0]["masks"]) == 7 and ranks[0]["masks"].keys() == alone["masks"].keys()
+    for name, mask in ranks[0]["masks"].items():
+        assert torch.equal(mask, ranks[1]["masks"][name]), name
+        assert torch.equal(mask, alone["masks"][name]), name
+        assert float((~mask).float().mean()) == pytest.approx(0.6, abs=0.01)
+        for rank in ranks:
+            assert (rank["weights"][name][~mask] == 0).all(), name
+    for name, weight in ranks[0]["weights"].items():
+        torch.testing.assert_close(ranks[1]["weights"][name], weight, atol=1e-6, rtol=0, msg=name)

@@ -2,6 +2,7 @@
 
 from distill.callbacks.preemption import PreemptionCheckpoint
 from distill.callbacks.progress import StepProgressBar
+from distill.callbacks.pruning import FeedForwardPruning, Pruning
 from distill.callbacks.quantization import (
     PostTrainingQuantization,
     QuantizationAwareTraining,
@@ -9,8 +10,10 @@ from distill.callbacks.quantization import (
 )
 
 __all__ = [
+    "FeedForwardPruning",
     "PostTrainingQuantization",
     "PreemptionCheckpoint",
+    "Pruning",
     "QuantizationAwareTraining",
     "StepProgressBar",
     "StudentCompression",

@@ -34,10 +34,20 @@ def _positive_int(value, minimum: int) -> bool:
 
 class StudentCompression(Callback):
     """A ``compress`` callback: :meth:`compress_student` turns the trained student into what ships
-    and returns what ``metrics.json`` records of it (under ``student.compression``)."""
+    and returns what ``metrics.json`` records of it (under ``student.compression``).
+
+    ``order``: when several run, lower first (pruning, 0, before quantization, 1: masks and removed
+    rows are settled on float weights, then those are converted)."""
+
+    order = 1
 
     def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         raise NotImplementedError
+
+    def model_problems(self, student: nn.Module) -> list[str]:
+        """What this callback cannot do to ``student`` (built on the ``meta`` device), checked
+        before any weights load."""
+        return []
 
 
 class _Quantization(StudentCompression):
@@ -68,6 +78,11 @@ class _Quantization(StudentCompression):
 
     def extra_figures(self) -> dict[str, Any]:
         return {}
+
+    def model_problems(self, student: nn.Module) -> list[str]:
+        from distill.quantization.formats import width_problems
+
+        return width_problems(FIELD, self.scheme, student)
 
     def describe_scheme(self) -> dict[str, Any]:
         return {**asdict(self.scheme), "exclude": list(self.scheme.exclude)}
@@ -246,5 +261,5 @@ class PostTrainingQuantization(_Quantization):
 
 def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:
     """The first ``count`` training batches of the run (labelled data, no transfer text); the
-    calibration pass (:func:`distill.quantization.calibration.run_calibration`) leaves the labels out."""
+    calibration pass (:func:`distill.calibration.run_calibration`) leaves the labels out."""
     return list(itertools.islice(trainer.datamodule.train_dataloader(transfer=False, sharded=False), count))

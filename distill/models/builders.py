@@ -219,3 +219,13 @@ def student_from_teacher_layers(
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (tied weights counted once)."""
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def count_nonzero_parameters(model: nn.Module) -> int:
+    """Number of parameters that are not zero (tied weights counted once): what pruning leaves.
+    Integer weights (torchao's quantized tensors) count their non-zero codes' dequantized values."""
+    total = 0
+    for parameter in model.parameters():
+        values = parameter.dequantize() if hasattr(parameter, "qdata") else parameter
+        total += int(torch.count_nonzero(values.detach()))
+    return total

@@ -37,12 +37,12 @@ positions (``attention_mask == 0``) are left out of the Hessians.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 
-from distill.quantization.calibration import run_calibration
+from distill.calibration import input_statistics
 from distill.quantization.formats import INT_FORMATS, QuantizationScheme, width_problems
 from distill.quantization.modules import _embeddings, _torchao, quantized_modules
 
@@ -73,43 +73,14 @@ def gptq_quantize(
                 f"{name} is a {type(module).__name__}: GPTQ quantizes a float student; "
                 "convert a QAT-prepared one with convert_student"
             )
-    hessians = _hessians(model, linears, calibration)
+    stats = input_statistics(model, linears, calibration, gram=True)
     for name, module in linears.items():
-        weight = _gptq_weight(module.weight.detach(), hessians.pop(name), scheme)
+        weight = _gptq_weight(module.weight.detach(), stats.pop(name).hessian(), scheme)
         module.weight = nn.Parameter(weight, requires_grad=False)
     _embeddings(model, scheme, _torchao(), step=None)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
-
-
-def _hessians(
-    model: nn.Module, linears: dict[str, nn.Linear], calibration: Iterable[dict[str, torch.Tensor]]
-) -> dict[str, torch.Tensor]:
-    """``H = 2 XᵀX / n`` of every layer in ``linears``, over its inputs on the calibration batches."""
-    sums = {name: torch.zeros(m.in_features, m.in_features, device=m.weight.device) for name, m in linears.items()}
-    counts = dict.fromkeys(linears, 0)
-    mask: list[torch.Tensor | None] = [None]
-
-    def recorder(name: str) -> Callable[[nn.Module, tuple, torch.Tensor], None]:
-        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            x = args[0].detach()
-            if mask[0] is not None and x.shape[:-1] == mask[0].shape:
-                x = x[mask[0].bool()]  # token positions only, padding left out
-            x = x.reshape(-1, x.shape[-1]).float()
-            sums[name].addmm_(x.T, x)
-            counts[name] += x.shape[0]
-
-        return record
-
-    run_calibration(
-        model, {name: recorder(name) for name in linears}, calibration,
-        on_batch=lambda inputs: mask.__setitem__(0, inputs.get("attention_mask")),
-    )
-    unseen = [name for name, count in counts.items() if count == 0]
-    if unseen:
-        raise ValueError(f"no calibration input reached {unseen[:5]}: give GPTQ at least one batch")
-    return {name: 2 * sums[name] / counts[name] for name in linears}
 
 
 def _gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, scheme: QuantizationScheme) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.quantization.calibration import run_calibration
+from distill.calibration import run_calibration
 
 
 class OutlierLinear(nn.Module):

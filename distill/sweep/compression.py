@@ -45,8 +45,10 @@ class CompressedSetting:
 
     @property
     def format(self) -> str:
+        """e.g. ``int8 per-channel sym (qat)``; composed steps joined: ``2:4 wanda (prune-wanda) + int8 ... (qat)``."""
         compression = self.runs[0].metrics["student"].get("compression") or {}
-        return compression.get("format", "fp32") + (f" ({compression['method']})" if compression.get("method") else "")
+        steps = compression.get("steps", [compression] if compression else [])
+        return " + ".join(f"{s.get('format', '?')} ({s['method']})" if s.get("method") else s.get("format", "?") for s in steps) or "fp32"
 
     @property
     def size_mib(self) -> float | None:
@@ -133,6 +135,7 @@ def rows(
                 "format": setting.format,
                 "n": len(setting.runs),
                 "params_m": (setting.values("params") or [0])[0] / 1e6,
+                "nonzero_params": (setting.values("nonzero_params") or [None])[0],
                 "size_mib": setting.size_mib,
                 **{f"latency_b{b}_ms": timed.get(b, {}).get("median_ms") for b in LATENCY_BATCHES},
                 **{f"latency_b{b}_iqr_ms": timed.get(b, {}).get("iqr_ms") for b in LATENCY_BATCHES},
@@ -149,7 +152,7 @@ def rows(
 
 
 def markdown(table: list[dict[str, Any]], metric: str, teacher: str, baseline: str | None = None) -> str:
-    header = ["setting", "format", "n", "params", "size on disk", "latency b1", "latency b32",
+    header = ["setting", "format", "n", "params", "non-zero", "size on disk", "latency b1", "latency b32",
               f"dev {metric} (%)", "agreement (%)", "retention (%)"]
     if baseline is not None:
         header.append("Δ vs baseline (points, paired by seed)")
@@ -157,6 +160,7 @@ def markdown(table: list[dict[str, Any]], metric: str, teacher: str, baseline: s
     lines += _table(header, [
         [
             row["setting"], row["format"], row["n"], f"{row['params_m']:.1f}M",
+            f"{row['nonzero_params'] / 1e6:.1f}M" if row["nonzero_params"] is not None else "-",
             f"{row['size_mib']:.1f} MiB" if row["size_mib"] is not None else "-",
             *(
                 f"{row[f'latency_b{b}_ms']:.1f} ± {row[f'latency_b{b}_iqr_ms']:.1f} ms"

@@ -1,5 +1,5 @@
-"""The ``compress`` group: each node built (its own checks name every bad field), and the
-quantization schemes checked against the student's layer widths (from its config, no weights)."""
+"""The ``compress`` group: each node built (its own checks name every bad field), and each checked
+against the student's layers (from its config, no weights)."""
 
 from __future__ import annotations
 
@@ -33,10 +33,9 @@ def compress_callbacks(cfg: DictConfig, problems: list[str], skip: set[str] = fr
     return callbacks
 
 
-def scheme_width_problems(callbacks: list, student) -> list[str]:
-    """Group sizes of the ``compress`` callbacks' schemes that do not divide a layer of ``student``
-    (a model on the ``meta`` device will do)."""
-    from distill.quantization.formats import width_problems
-
-    schemes = [callback.scheme for callback in callbacks if getattr(callback, "scheme", None) is not None]
-    return [problem for scheme in schemes for problem in width_problems("compress.quantize", scheme, student)]
+def compress_model_problems(callbacks: list, student) -> list[str]:
+    """What the ``compress`` callbacks cannot do to ``student`` (a model on the ``meta`` device will
+    do): quantization group sizes that do not divide a layer, N:M patterns that do not divide an
+    input width, FFN pruning of a model without an FFN pair per layer. Each callback names its own
+    (``model_problems``)."""
+    return [problem for callback in callbacks for problem in callback.model_problems(student)]

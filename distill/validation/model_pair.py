@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from distill.losses import ModelShape
 from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
-from distill.validation.compress import scheme_width_problems
+from distill.validation.compress import compress_model_problems
 
 
 def meta_model(config, task: str, num_labels: int):
@@ -58,8 +58,8 @@ def check_model_pair(
     ``task`` to list their modules (``ModelShape.modules``).
 
     Binding builds the terms' projections, so the same ``loss`` object must then go to the module.
-    ``compress``: the run's compress callbacks, whose quantization group sizes must divide the
-    student's layer widths. ``loss=None`` skips binding (another teacher of an ensemble); ``loss_field`` prefixes the bind
+    ``compress``: the run's compress callbacks, each checked against the student's layers
+    (quantization group sizes, N:M patterns, FFN pairs). ``loss=None`` skips binding (another teacher of an ensemble); ``loss_field`` prefixes the bind
     problems (``teachers.<name>.loss``). ``layer_source`` is the teacher whose layers
     ``student.init_from_teacher_layers`` copies when it is not ``teacher`` (several teachers).
     """
@@ -85,7 +85,7 @@ def check_model_pair(
             )
     student_config = load_model_config(student, num_labels, teacher_config=source_teacher_config)
     if compress:
-        problems.extend(scheme_width_problems(compress, meta_model(student_config, task, num_labels)))
+        problems.extend(compress_model_problems(compress, meta_model(student_config, task, num_labels)))
     student_modules = teacher_modules = None
     if loss is not None and teacher is not None and (loss.student_modules or loss.teacher_modules):
         student_modules = _meta_module_widths(student_config, task, num_labels)

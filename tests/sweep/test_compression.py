@@ -53,3 +53,18 @@ def test_the_report_groups_seeds_and_puts_each_format_beside_its_size(data_dir, 
 def test_a_folder_without_runs_is_an_error(tmp_path, capsys):
     assert main(["compression", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
     assert "no runs found" in capsys.readouterr().err
+
+
+def test_pruned_and_composed_students_show_their_steps_and_non_zero_parameters(data_dir, tmp_path):
+    runs = tmp_path / "runs"
+    tiny_run(runs, "dense", ["seed=0"])
+    tiny_run(runs, "pruned", ["compress=prune_oneshot", "compress.prune.sparsity=0.5", "seed=0"])
+    tiny_run(runs, "ffn", ["compress=[prune_ffn,ptq_int8]", "compress.prune.sparsity=0.5", "seed=0"])
+    assert main(["compression", str(runs), "--out", str(tmp_path / "report"), "--rounds", "0"]) == 0
+    rows = {row["format"]: row for row in csv.DictReader((tmp_path / "report" / "report.csv").open())}
+    dense, pruned = rows["fp32"], rows["50% magnitude (layer) (prune-magnitude)"]
+    composed = rows["FFN neurons 50% (activation) (prune-ffn-activation) + int8 per-channel sym + int8 act, emb int8 (ptq-rtn)"]
+    masked = json.loads((runs / "pruned" / "run" / "metrics.json").read_text())["student"]["compression"]
+    assert float(pruned["nonzero_params"]) == float(dense["nonzero_params"]) - masked["pruned_parameters"]
+    assert float(pruned["params_m"]) == float(dense["params_m"])  # zeros are still parameters
+    assert float(composed["params_m"]) < float(dense["params_m"])  # removed neurons are not

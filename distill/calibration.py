@@ -1,0 +1,103 @@
+"""One calibration pass: the student run over calibration batches with forward hooks on the layers
+a compression method reads (GPTQ's and SparseGPT's Hessians, Wanda's input norms, the LLM.int8()
+outlier search, FFN neuron importance)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from distill.module import TARGET_KEYS
+
+#: A forward hook: ``hook(layer, inputs, output)``.
+Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
+
+
+def run_calibration(
+    model: nn.Module,
+    hooks: dict[str, Hook],
+    calibration: Iterable[dict[str, torch.Tensor]],
+    on_batch: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> None:
+    """Forward every calibration batch through ``model`` in eval mode (no dropout), under
+    ``no_grad``, on the model's device, with ``hooks[name]`` on the submodule ``name``. Targets
+    (``labels``, ``label_mask``) are left out; ``on_batch`` sees each batch's inputs before its
+    forward pass. The hooks are removed and the training mode restored afterwards."""
+    handles = [model.get_submodule(name).register_forward_hook(hook) for name, hook in hooks.items()]
+    device, training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in calibration:
+                inputs = {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
+                if on_batch is not None:
+                    on_batch(inputs)
+                model(**inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+
+
+@dataclass
+class InputStatistics:
+    """What one layer's inputs ``X`` (``n × K``: the token positions of the calibration batches,
+    padding left out) were: ``n``, the squared norm of each input feature ``‖X_j‖² = Σ_t x_tj²``,
+    and, when asked for, the Gram matrix ``XᵀX`` (``K × K``)."""
+
+    count: int
+    square_sums: torch.Tensor
+    gram: torch.Tensor | None = None
+
+    @property
+    def norms(self) -> torch.Tensor:
+        """``‖X_j‖₂`` per input feature (Wanda's activation norm)."""
+        return self.square_sums.sqrt()
+
+    def hessian(self) -> torch.Tensor:
+        """``H = 2 XᵀX / n``: the curvature of ``‖X Wᵀ − X Ŵᵀ‖² / n`` (GPTQ, SparseGPT)."""
+        if self.gram is None:
+            raise ValueError("the Hessian needs the Gram matrix: collect with gram=True")
+        return 2 * self.gram / self.count
+
+
+def input_statistics(
+    model: nn.Module, names: Iterable[str], calibration: Iterable[dict[str, torch.Tensor]], gram: bool = False
+) -> dict[str, InputStatistics]:
+    """The :class:`InputStatistics` of the first input of each module in ``names`` over the
+    calibration batches (``gram``: with ``XᵀX``, ``K²`` floats per layer). Padding positions
+    (``attention_mask == 0``) are left out. A layer no input reached is an error."""
+    names = list(names)
+    stats: dict[str, InputStatistics] = {}
+    mask: list[torch.Tensor | None] = [None]
+
+    def recorder(name: str) -> Hook:
+        def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            x = args[0].detach()
+            if mask[0] is not None and x.shape[:-1] == mask[0].shape:
+                x = x[mask[0].bool()]  # token positions only, padding left out
+            x = x.reshape(-1, x.shape[-1]).float()
+            if name not in stats:
+                width = x.shape[-1]
+                stats[name] = InputStatistics(
+                    0, x.new_zeros(width), x.new_zeros(width, width) if gram else None
+                )
+            entry = stats[name]
+            entry.count += x.shape[0]
+            entry.square_sums += x.square().sum(0)
+            if entry.gram is not None:
+                entry.gram.addmm_(x.T, x)
+
+        return record
+
+    run_calibration(
+        model, {name: recorder(name) for name in names}, calibration,
+        on_batch=lambda inputs: mask.__setitem__(0, inputs.get("attention_mask")),
+    )
+    unseen = [name for name in names if name not in stats or stats[name].count == 0]
+    if unseen:
+        raise ValueError(f"no calibration input reached {unseen[:5]}: give at least one calibration batch")
+    return stats

@@ -1,0 +1,382 @@
+"""The ``compress`` group's pruning callbacks: masks on the student's weights during distillation
+(:class:`Pruning`: magnitude, Wanda, SparseGPT, N:M) and structured FFN-neuron pruning with a
+physically smaller export (:class:`FeedForwardPruning`).
+
+The masks live in the callback (saved in checkpoints, restored by ``ckpt_path=`` resume) and reach
+the student in one place, :class:`~distill.pruning.masks.MaskSet`: gradients of pruned weights are
+zeroed before each optimizer step, the weights themselves after it. Under DDP rank 0 computes each
+mask and broadcasts it, so every rank holds the same one. Formulas, papers and schedules:
+:mod:`distill.pruning` and docs/compression.md.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from distill.calibration import input_statistics
+from distill.callbacks.quantization import StudentCompression, calibration_inputs
+from distill.errors import ConfigError
+from distill.pruning.masks import MaskSet, global_masks, layer_mask, n_m_mask, row_mask
+from distill.pruning.schedule import SparsitySchedule
+from distill.pruning.scores import magnitude_scores, wanda_scores
+from distill.pruning.settings import CRITERIA, FIELD, IMPORTANCE, SCOPES, parse_pattern, schedule_problems
+
+log = logging.getLogger(__name__)
+
+#: Gives the calibration batches (the run's first training batches) when a criterion reads inputs.
+Calibration = Callable[[], Iterable[dict[str, torch.Tensor]]]
+
+
+class _MaskedPruning(StudentCompression):
+    """What every pruning callback shares: the schedule, the masks and where they are applied,
+    logging, checkpoint state and the end-of-run figures. Subclasses compute the masks."""
+
+    method = "prune"
+    order = 0
+    #: Whether computing the masks also changes the kept weights (SparseGPT).
+    rewrites_weights = False
+
+    def __init__(self, schedule: SparsitySchedule, calibration_batches: int) -> None:
+        super().__init__()
+        self.schedule = schedule
+        self.calibration_batches = calibration_batches
+        self.masks = MaskSet()
+        self.last_update: int | None = None
+
+    # -- what a subclass provides ------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def compute_masks(self, student: nn.Module, calibration: Calibration, sparsity: float) -> dict[str, torch.Tensor]:
+        """The masks at ``sparsity`` (inside the current ones); ``calibration()`` gives batches."""
+        raise NotImplementedError
+
+    def _calibration(self, trainer: L.Trainer) -> Calibration:
+        return lambda: calibration_inputs(trainer, self.calibration_batches)
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    # -- the masks, during training ----------------------------------------------------------
+    def _update(self, pl_module: L.LightningModule, trainer: L.Trainer, sparsity: float) -> None:
+        new = self.compute_masks(pl_module.student, self._calibration(trainer), sparsity) if trainer.is_global_zero else None
+        new = trainer.strategy.broadcast(new, src=0)  # every rank prunes what rank 0 chose
+        if self.rewrites_weights and trainer.world_size > 1:  # and keeps the weights rank 0 rewrote
+            parameters = dict(pl_module.student.named_parameters())
+            weights = {name: parameters[name].detach().cpu() for name in new} if trainer.is_global_zero else None
+            with torch.no_grad():
+                for name, value in trainer.strategy.broadcast(weights, src=0).items():
+                    parameters[name].copy_(value)
+        device = next(pl_module.student.parameters()).device
+        self.masks.update({name: mask.to(device) for name, mask in new.items()})
+        self.masks.apply(pl_module.student)
+        figures = self.masks.figures()
+        first_or_last = self.last_update is None or sparsity >= self.schedule.sparsity
+        log.log(
+            logging.INFO if first_or_last else logging.DEBUG,  # a gradual schedule updates many times
+            "pruning at step %d: %s, sparsity %.3f", trainer.global_step, self.describe(), figures["sparsity"],
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.schedule.pending(step, self.last_update):
+            self._update(pl_module, trainer, self.schedule.target(step))
+            self.last_update = step
+            logged = {f"prune/sparsity/{name}": value for name, value in self.masks.figures()["per_parameter"].items()}
+            pl_module.log_dict(logged, on_step=True, on_epoch=False)
+        if self.masks:
+            pl_module.log("prune/sparsity", self.masks.figures()["sparsity"], on_step=True, on_epoch=False)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.masks.mask_gradients(pl_module.student)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.masks.apply(pl_module.student)  # after the optimizer step: pruned weights stay zero
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.masks.apply(pl_module.student)  # a resumed run's masks, restored with the checkpoint
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"settings": self.settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("settings")
+        if saved is not None and saved != self.settings():
+            changed = sorted(key for key in saved if saved[key] != self.settings().get(key))
+            raise ConfigError(
+                [
+                    f"ckpt_path: the checkpoint was pruned with {FIELD} {saved}; this run asks for "
+                    f"{self.settings()} (differs in {changed}). Resume with the run's own compress "
+                    "settings (its .hydra/overrides.yaml)"
+                ]
+            )
+        self.masks = MaskSet(state_dict.get("masks") or {})
+        self.last_update = state_dict.get("last_update")
+
+    # -- the end of the run ------------------------------------------------------------------
+    def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
+        final_step = self.schedule.end_step if self.schedule.kind == "gradual" else self.schedule.start_step
+        if self.schedule.kind != "after_training" and (self.last_update is None or self.last_update < final_step):
+            log.warning(
+                "training ended at step %d, before the pruning schedule's last step %d: the student is pruned "
+                "to the target sparsity now, without recovery training", trainer.global_step, final_step,
+            )
+        if self.schedule.kind == "after_training" or self.last_update is None or self.last_update < final_step:
+            self._update(module, trainer, self.schedule.sparsity)
+        self.masks.apply(module.student)
+        figures = self.masks.figures()
+        log.info("student pruned: %s, %d of %d weights zero", self.describe(), figures["pruned"], figures["masked"])
+        return {
+            "method": f"{self.method}-{self.settings().get('criterion', 'activation')}",
+            "format": self.describe(),
+            "sparsity": figures["sparsity"],
+            "pruned_parameters": figures["pruned"],
+            "masked_parameters": figures["masked"],
+            "sparsity_per_parameter": figures["per_parameter"],
+            "schedule": self.schedule.kind,
+            "settings": self.settings(),
+            **self.export(module.student),
+        }
+
+    def export(self, student: nn.Module) -> dict[str, Any]:
+        """Make the student what ships (structured pruning removes rows here); extra figures."""
+        return {}
+
+
+class Pruning(_MaskedPruning):
+    """Unstructured or N:M pruning of the student's Linear layers during (or after) distillation.
+
+    Criteria (score: larger is kept):
+
+    - ``magnitude``: ``|w_ij|`` (Han et al. 2015; gradual: Zhu & Gupta 2017). Scope ``layer``
+      (default), ``global`` (one threshold over all layers) or ``row``.
+    - ``wanda``: ``|w_ij| · ‖X_j‖₂`` with ``X_j`` the layer's input feature ``j`` over the calibration
+      tokens ("A Simple and Effective Pruning Approach for LLMs", Sun et al. 2024,
+      arXiv:2306.11695), compared per output ``row`` (default) or per ``layer``.
+    - ``sparsegpt``: one shot (``schedule: one_shot`` or ``after_training``), with the kept weights
+      updated to make up for the pruned ones (:mod:`distill.pruning.sparsegpt`).
+
+    ``pattern: "2:4"`` keeps 2 of every 4 consecutive input weights of each row (any criterion; the
+    sparsity is then ``1 − N/M`` and the schedule one-shot). Modules: every ``nn.Linear`` of the
+    student except the ``exclude`` name patterns (``fnmatch``; the classifier by default).
+
+    Args:
+        sparsity: the share of each pruned weight set to zero at the end (``0 < s < 1``).
+        criterion, scope, pattern: as above.
+        schedule: ``gradual`` (cubic, ``start_step`` → ``end_step``, masks updated ``every`` steps
+            from ``initial_sparsity``), ``one_shot`` (at ``start_step``) or ``after_training``
+            (no retraining: the baseline).
+        calibration_batches: training batches Wanda and SparseGPT read (at every mask update).
+    """
+
+    def __init__(
+        self,
+        sparsity: float | None = None,
+        criterion: str = "magnitude",
+        scope: str | None = None,
+        pattern: str | None = None,
+        schedule: str = "gradual",
+        start_step: int = 0,
+        end_step: int | None = None,
+        every: int = 10,
+        initial_sparsity: float = 0.0,
+        exclude: list[str] | tuple[str, ...] = ("classifier",),
+        calibration_batches: int = 8,
+    ) -> None:
+        problems = []
+        n_m = None
+        try:
+            n_m = parse_pattern(pattern)
+        except ValueError:
+            problems.append(f"{FIELD}.pattern={pattern!r}: 'N:M' with 0 < N < M (e.g. '2:4'), or null")
+        if n_m is not None:
+            implied = 1 - n_m[0] / n_m[1]
+            if sparsity is not None and abs(sparsity - implied) > 1e-9:
+                problems.append(f"{FIELD}.sparsity={sparsity!r}: pattern {pattern} prunes {implied:g}; leave sparsity null")
+            sparsity = implied
+            if schedule == "gradual":
+                problems.append(f"{FIELD}.schedule=gradual: an N:M pattern is pruned at once; use one_shot or after_training")
+        if criterion not in CRITERIA:
+            problems.append(f"{FIELD}.criterion={criterion!r}: allowed: {list(CRITERIA)}")
+        if scope not in SCOPES:
+            problems.append(f"{FIELD}.scope={scope!r}: allowed: {list(SCOPES)}")
+        elif criterion == "sparsegpt" and scope is not None:
+            problems.append(f"{FIELD}.scope={scope!r}: sparsegpt chooses its masks per block of columns; leave scope null")
+        elif criterion == "wanda" and scope == "global":
+            problems.append(f"{FIELD}.scope=global: wanda's scores compare within a layer; use row or layer")
+        if criterion == "sparsegpt" and schedule == "gradual":
+            problems.append(
+                f"{FIELD}.schedule=gradual: sparsegpt prunes in one shot (it rewrites the kept weights); "
+                "use one_shot or after_training"
+            )
+        if sparsity is None:
+            problems.append(f"{FIELD}.sparsity: required (a fraction 0 < sparsity < 1), unless pattern is set")
+        else:
+            problems += schedule_problems(schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
+        if problems:
+            raise ConfigError(problems)
+        super().__init__(
+            SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity)),
+            calibration_batches,
+        )
+        self.criterion = criterion
+        self.rewrites_weights = criterion == "sparsegpt"
+        self.scope = scope or ("row" if criterion == "wanda" else "layer")
+        self.pattern = n_m
+        self.exclude = tuple(exclude or ())
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "criterion": self.criterion, "scope": self.scope, "sparsity": self.schedule.sparsity,
+            "pattern": None if self.pattern is None else f"{self.pattern[0]}:{self.pattern[1]}",
+            "schedule": self.schedule.kind, "start_step": self.schedule.start_step,
+            "end_step": self.schedule.end_step, "every": self.schedule.every, "exclude": list(self.exclude),
+        }
+
+    def describe(self) -> str:
+        shape = f"{self.pattern[0]}:{self.pattern[1]}" if self.pattern else f"{self.schedule.sparsity:.0%}"
+        return f"{shape} {self.criterion}" + ("" if self.pattern or self.criterion == "sparsegpt" else f" ({self.scope})")
+
+    def pruned_layers(self, student: nn.Module) -> dict[str, nn.Linear]:
+        return {
+            name: module
+            for name, module in student.named_modules()
+            if isinstance(module, nn.Linear) and not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+        }
+
+    def model_problems(self, student: nn.Module) -> list[str]:
+        layers = self.pruned_layers(student)
+        if not layers:
+            return [f"{FIELD}.exclude={list(self.exclude)}: leaves no Linear layer of the student to prune"]
+        if self.pattern is None:
+            return []
+        m = self.pattern[1]
+        odd = [f"{name} ({layer.in_features})" for name, layer in layers.items() if layer.in_features % m]
+        return [f"{FIELD}.pattern={self.settings()['pattern']}: input widths not a multiple of {m}: {', '.join(odd[:5])}"] if odd else []
+
+    def compute_masks(self, student: nn.Module, calibration: Calibration, sparsity: float) -> dict[str, torch.Tensor]:
+        layers = self.pruned_layers(student)
+        if self.criterion == "sparsegpt":
+            return self._sparsegpt(student, layers, calibration, sparsity)
+        scores = {}
+        if self.criterion == "wanda":
+            stats = input_statistics(student, layers, calibration())
+        for name, layer in layers.items():
+            if self.criterion == "wanda":
+                score = wanda_scores(layer.weight, stats[name].norms)
+            else:
+                score = magnitude_scores(layer.weight)
+            old = self.masks.get(f"{name}.weight")
+            if old is not None:
+                score[~old.to(score.device)] = -torch.inf
+            scores[f"{name}.weight"] = score
+        if self.pattern is not None:
+            return {name: n_m_mask(score, *self.pattern) for name, score in scores.items()}
+        if self.scope == "global":
+            return global_masks(scores, sparsity)
+        choose = row_mask if self.scope == "row" else layer_mask
+        return {name: choose(score, sparsity) for name, score in scores.items()}
+
+    def _sparsegpt(self, student, layers, calibration: Calibration, sparsity) -> dict[str, torch.Tensor]:
+        """Prune every layer by SparseGPT, in place (the kept weights change), from one calibration pass."""
+        from distill.pruning.sparsegpt import sparsegpt_prune
+
+        stats = input_statistics(student, layers, calibration(), gram=True)
+        masks = {}
+        for name, layer in layers.items():
+            old = self.masks.get(f"{name}.weight")
+            weight, mask = sparsegpt_prune(
+                layer.weight.detach(), stats.pop(name).hessian(), sparsity, self.pattern, keep=old
+            )
+            with torch.no_grad():
+                layer.weight.copy_(weight)
+            masks[f"{name}.weight"] = mask
+        return masks
+
+
+class FeedForwardPruning(_MaskedPruning):
+    """Structured pruning of FFN neurons: ``sparsity`` of each layer's intermediate neurons are
+    switched off (the same number in every layer) by their importance on calibration batches
+    (:mod:`distill.pruning.structured`); at the end of the run they are removed, so the exported
+    student is dense, smaller, and loads with ``from_pretrained`` (its config's
+    ``intermediate_size`` is the kept width).
+
+    Args: ``sparsity``, ``schedule``, ``start_step``, ``end_step``, ``every``,
+        ``initial_sparsity``, ``calibration_batches`` as in :class:`Pruning`;
+        importance: ``activation`` (RMS activation of the neuron over the calibration tokens).
+    """
+
+    method = "prune-ffn"
+
+    def __init__(
+        self,
+        sparsity: float = 0.5,
+        importance: str = "activation",
+        schedule: str = "one_shot",
+        start_step: int = 0,
+        end_step: int | None = None,
+        every: int = 10,
+        initial_sparsity: float = 0.0,
+        calibration_batches: int = 8,
+    ) -> None:
+        problems = schedule_problems(schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
+        if importance not in IMPORTANCE:
+            problems.append(f"{FIELD}.importance={importance!r}: allowed: {list(IMPORTANCE)}")
+        if problems:
+            raise ConfigError(problems)
+        super().__init__(
+            SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity)),
+            calibration_batches,
+        )
+        self.importance = importance
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "structure": "ffn_neurons", "criterion": self.importance, "sparsity": self.schedule.sparsity,
+            "schedule": self.schedule.kind, "start_step": self.schedule.start_step,
+            "end_step": self.schedule.end_step, "every": self.schedule.every,
+        }
+
+    def describe(self) -> str:
+        return f"FFN neurons {self.schedule.sparsity:.0%} ({self.importance})"
+
+    def model_problems(self, student: nn.Module) -> list[str]:
+        from distill.pruning.structured import feed_forwards
+
+        try:
+            feed_forwards(student)
+        except ValueError as error:
+            return [f"{FIELD}: FFN pruning cannot find the student's feed-forward layers: {error}"]
+        return []
+
+    def compute_masks(self, student: nn.Module, calibration: Calibration, sparsity: float) -> dict[str, torch.Tensor]:
+        from distill.pruning.structured import feed_forwards, kept_neurons, neuron_importance, neuron_masks
+
+        ffns = feed_forwards(student)
+        importance = neuron_importance(student, ffns, calibration())
+        masks = {}
+        for ffn in ffns:
+            width = importance[ffn.layer].numel()
+            alive = self.masks.get(f"{ffn.down}.weight")
+            kept = kept_neurons(importance[ffn.layer], width - int(round(sparsity * width)), None if alive is None else alive[0])
+            masks.update(neuron_masks(student, ffn, kept))
+        return masks
+
+    def export(self, student: nn.Module) -> dict[str, Any]:
+        from distill.pruning.structured import feed_forwards, intermediate_size, shrink_feed_forwards
+
+        before = intermediate_size(student)
+        kept = {ffn.layer: self.masks.get(f"{ffn.down}.weight")[0].cpu() for ffn in feed_forwards(student)}
+        width = shrink_feed_forwards(student, kept)
+        self.masks = MaskSet()  # the pruned rows and columns are gone; nothing left to mask
+        log.info("FFN width %d -> %d in every layer (removed, not masked)", before, width)
+        return {"intermediate_size": {"before": before, "after": width}, "physically_removed": True}
