@@ -217,10 +217,10 @@ class Pruning(_MaskedPruning):
                 f"{FIELD}.schedule=gradual: sparsegpt prunes in one shot (it rewrites the kept weights); "
                 "use one_shot or after_training"
             )
-        if sparsity is None:
+        if sparsity is None and pattern is None:
             problems.append(f"{FIELD}.sparsity: required (a fraction 0 < sparsity < 1), unless pattern is set")
-        else:
-            problems += schedule_problems(schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
+        checked = 0.5 if sparsity is None else sparsity  # a missing sparsity (or a bad pattern's) is reported above
+        problems += schedule_problems(schedule, checked, start_step, end_step, every, initial_sparsity, calibration_batches)
         if problems:
             raise ConfigError(problems)
         super().__init__(
