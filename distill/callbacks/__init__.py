@@ -3,11 +3,8 @@
 from distill.callbacks.preemption import PreemptionCheckpoint
 from distill.callbacks.progress import StepProgressBar
 from distill.callbacks.pruning import FeedForwardPruning, Pruning
-from distill.callbacks.quantization import (
-    PostTrainingQuantization,
-    QuantizationAwareTraining,
-    StudentCompression,
-)
+from distill.callbacks.compression import StudentCompression
+from distill.callbacks.quantization import PostTrainingQuantization, QuantizationAwareTraining
 
 __all__ = [
     "FeedForwardPruning",

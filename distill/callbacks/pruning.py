@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from distill.calibration import input_statistics
-from distill.callbacks.quantization import StudentCompression, calibration_inputs
+from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
 from distill.errors import ConfigError
 from distill.pruning.masks import MaskSet, global_masks, layer_mask, n_m_mask, row_mask
 from distill.pruning.schedule import SparsitySchedule
@@ -43,9 +43,18 @@ class _MaskedPruning(StudentCompression):
     #: Whether computing the masks also changes the kept weights (SparseGPT).
     rewrites_weights = False
 
-    def __init__(self, schedule: SparsitySchedule, calibration_batches: int) -> None:
+    def __init__(
+        self, problems: list[str], schedule: str, sparsity: float, start_step: int, end_step: int | None,
+        every: int, initial_sparsity: float, calibration_batches: int,
+    ) -> None:
+        """``problems``: the subclass's own fields'; raised with the schedule's in one :class:`ConfigError`."""
+        problems = problems + schedule_problems(
+            schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches
+        )
+        if problems:
+            raise ConfigError(problems)
         super().__init__()
-        self.schedule = schedule
+        self.schedule = SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity))
         self.calibration_batches = calibration_batches
         self.masks = MaskSet()
         self.last_update: int | None = None
@@ -108,16 +117,7 @@ class _MaskedPruning(StudentCompression):
         return {"settings": self.settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("settings")
-        if saved is not None and saved != self.settings():
-            changed = sorted(key for key in saved if saved[key] != self.settings().get(key))
-            raise ConfigError(
-                [
-                    f"ckpt_path: the checkpoint was pruned with {FIELD} {saved}; this run asks for "
-                    f"{self.settings()} (differs in {changed}). Resume with the run's own compress "
-                    "settings (its .hydra/overrides.yaml)"
-                ]
-            )
+        refuse_other_settings(FIELD, "pruned", state_dict.get("settings"), self.settings())
         self.masks = MaskSet(state_dict.get("masks") or {})
         self.last_update = state_dict.get("last_update")
 
@@ -220,13 +220,7 @@ class Pruning(_MaskedPruning):
         if sparsity is None and pattern is None:
             problems.append(f"{FIELD}.sparsity: required (a fraction 0 < sparsity < 1), unless pattern is set")
         checked = 0.5 if sparsity is None else sparsity  # a missing sparsity (or a bad pattern's) is reported above
-        problems += schedule_problems(schedule, checked, start_step, end_step, every, initial_sparsity, calibration_batches)
-        if problems:
-            raise ConfigError(problems)
-        super().__init__(
-            SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity)),
-            calibration_batches,
-        )
+        super().__init__(problems, schedule, checked, start_step, end_step, every, initial_sparsity, calibration_batches)
         self.criterion = criterion
         self.rewrites_weights = criterion == "sparsegpt"
         self.scope = scope or ("row" if criterion == "wanda" else "layer")
@@ -327,15 +321,10 @@ class FeedForwardPruning(_MaskedPruning):
         initial_sparsity: float = 0.0,
         calibration_batches: int = 8,
     ) -> None:
-        problems = schedule_problems(schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
+        problems = []
         if importance not in IMPORTANCE:
             problems.append(f"{FIELD}.importance={importance!r}: allowed: {list(IMPORTANCE)}")
-        if problems:
-            raise ConfigError(problems)
-        super().__init__(
-            SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity)),
-            calibration_batches,
-        )
+        super().__init__(problems, schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
         self.importance = importance
         self.kept: dict[str, torch.Tensor] = {}
 

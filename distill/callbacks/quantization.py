@@ -8,15 +8,14 @@ Formats, formulas and papers: :mod:`distill.quantization.formats` and docs/compr
 
 from __future__ import annotations
 
-import itertools
 import logging
 from dataclasses import asdict
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
 from torch import nn
 
+from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
 from distill.errors import ConfigError
 from distill.quantization.formats import QuantizationScheme, scheme_problems
 from distill.quantization.modules import convert_student, prepare_student, quantized_modules, set_fake_quant
@@ -30,24 +29,6 @@ FIELD = "compress.quantize"
 
 def _positive_int(value, minimum: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
-
-
-class StudentCompression(Callback):
-    """A ``compress`` callback: :meth:`compress_student` turns the trained student into what ships
-    and returns what ``metrics.json`` records of it (under ``student.compression``).
-
-    ``order``: when several run, lower first (pruning, 0, before quantization, 1: masks and removed
-    rows are settled on float weights, then those are converted)."""
-
-    order = 1
-
-    def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def model_problems(self, student: nn.Module) -> list[str]:
-        """What this callback cannot do to ``student`` (built on the ``meta`` device), checked
-        before any weights load."""
-        return []
 
 
 class _Quantization(StudentCompression):
@@ -172,16 +153,7 @@ class QuantizationAwareTraining(_Quantization):
         return {"scheme": self.describe_scheme(), "start_step": self.start_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("scheme")
-        if saved is not None and saved != self.describe_scheme():
-            changed = sorted(key for key in saved if saved[key] != self.describe_scheme().get(key))
-            raise ConfigError(
-                [
-                    f"ckpt_path: the checkpoint was trained with {FIELD} {saved}; this run asks for "
-                    f"{self.describe_scheme()} (differs in {changed}). Resume with the run's own "
-                    "compress settings (its .hydra/overrides.yaml)"
-                ]
-            )
+        refuse_other_settings(FIELD, "trained", state_dict.get("scheme"), self.describe_scheme())
 
 
 #: PTQ methods: round-to-nearest, and GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`).
@@ -257,9 +229,3 @@ class PostTrainingQuantization(_Quantization):
         if self.outlier_features is None:
             return {}
         return {"outlier_features": sum(self.outlier_features.values()), "outlier_features_per_layer": self.outlier_features}
-
-
-def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:
-    """The first ``count`` training batches of the run (labelled data, no transfer text); the
-    calibration pass (:func:`distill.calibration.run_calibration`) leaves the labels out."""
-    return list(itertools.islice(trainer.datamodule.train_dataloader(transfer=False, sharded=False), count))

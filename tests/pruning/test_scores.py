@@ -4,7 +4,7 @@ callback's masks are those scores' per-row choice."""
 from __future__ import annotations
 
 import torch
-from test_structured import _batches, _bert
+from test_structured import _batches, _bert, layer_input_tokens
 
 from distill.calibration import input_statistics
 from distill.callbacks.pruning import Pruning
@@ -27,14 +27,7 @@ def test_the_callbacks_wanda_masks_come_from_the_layers_input_norms():
     callback = Pruning(sparsity=0.5, criterion="wanda", schedule="one_shot")
     masks = callback.compute_masks(model, lambda: batches, 0.5)
     name = "bert.encoder.layer.0.attention.self.query"
-    seen = []
-    handle = model.get_submodule(name).register_forward_hook(lambda m, args, out: seen.append(args[0]))
-    with torch.no_grad():
-        for batch in batches:
-            model(**batch)
-    handle.remove()
-    tokens = torch.cat([a[b["attention_mask"].bool()] for a, b in zip(seen, batches)])
-    norms = tokens.square().sum(0).sqrt()
+    norms = layer_input_tokens(model, name, batches).square().sum(0).sqrt()
     torch.testing.assert_close(input_statistics(model, [name], batches)[name].norms, norms)
     expected = row_mask(model.get_submodule(name).weight.abs() * norms[None, :], 0.5)
     assert torch.equal(masks[f"{name}.weight"], expected)

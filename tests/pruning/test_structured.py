@@ -27,6 +27,17 @@ def _batches(count: int = 3, vocab: int = 100) -> list[dict[str, torch.Tensor]]:
     return batches
 
 
+def layer_input_tokens(model, name: str, batches) -> torch.Tensor:
+    """What the module ``name`` reads at the real (unpadded) token positions of ``batches``, by hand."""
+    seen = []
+    handle = model.get_submodule(name).register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    handle.remove()
+    return torch.cat([inputs[batch["attention_mask"].bool()] for inputs, batch in zip(seen, batches)])
+
+
 def _mask_half(model) -> tuple[MaskSet, dict[str, torch.Tensor]]:
     ffns = feed_forwards(model)
     importance = neuron_importance(model, ffns, _batches())
@@ -54,15 +65,8 @@ def test_feed_forwards_are_found_by_shape_in_bert_and_llama():
 def test_importance_is_the_rms_activation_at_the_down_projection_over_real_tokens():
     model = _bert()
     ffn = feed_forwards(model)[0]
-    seen = []
-    handle = model.get_submodule(ffn.down).register_forward_hook(lambda m, args, out: seen.append(args[0]))
     batches = _batches()
-    with torch.no_grad():
-        for batch in batches:
-            model(**batch)
-    handle.remove()
-    tokens = torch.cat([a[b["attention_mask"].bool()] for a, b in zip(seen, batches)])
-    expected = tokens.square().mean(0).sqrt()
+    expected = layer_input_tokens(model, ffn.down, batches).square().mean(0).sqrt()
     torch.testing.assert_close(neuron_importance(model, [ffn], batches)[ffn.layer], expected)
 
 
