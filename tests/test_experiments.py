@@ -18,10 +18,9 @@ HUB_EXPERIMENTS = [name for name in EXPERIMENTS if name.endswith("_hub")]
 #: code path trains here (torchao int8 fake-quant with activations, BitNet ternary, GPTQ); the
 #: others differ from these only in their preset's fields, which tests/test_cli.py validates for
 #: every experiment, and tests/quantization/ runs every format on tiny models.
-#: Of the pruning experiments, Wanda 2:4, FFN removal and the 6-layer Minitron student train here;
-#: sst2_prune70 (gradual magnitude) is the path tests/callbacks/test_pruning.py trains.
-COMPRESS_PATHS = {"sst2_qat_int8", "sst2_qat_ternary", "sst2_gptq_int2", "sst2_prune_2of4", "sst2_prune_ffn50",
-                  "sst2_minitron"}
+#: Of the pruning experiments, FFN removal and the 6-layer Minitron student train here; gradual
+#: magnitude and 2:4 Wanda are the paths tests/callbacks/test_pruning.py and tests/test_ddp.py train.
+COMPRESS_PATHS = {"sst2_qat_int8", "sst2_qat_ternary", "sst2_gptq_int2", "sst2_prune_ffn50", "sst2_minitron"}
 SAME_PATH = [name for name in EXPERIMENTS if name.startswith(("sst2_qat_", "sst2_ptq_", "sst2_gptq_", "sst2_prune"))
              and name not in COMPRESS_PATHS]
 
