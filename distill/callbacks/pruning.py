@@ -305,7 +305,8 @@ class FeedForwardPruning(_MaskedPruning):
 
     Args: ``sparsity``, ``schedule``, ``start_step``, ``end_step``, ``every``,
         ``initial_sparsity``, ``calibration_batches`` as in :class:`Pruning`;
-        importance: ``activation`` (RMS activation of the neuron over the calibration tokens).
+        importance: ``activation`` (RMS activation of the neuron over the calibration tokens) or
+            ``gradient`` (first-order Taylor: ``Σ_x |Σ_t a·∂L/∂a|`` on the labelled calibration batches).
     """
 
     method = "prune-ffn"
@@ -348,10 +349,17 @@ class FeedForwardPruning(_MaskedPruning):
         return []
 
     def compute_masks(self, student: nn.Module, calibration: Calibration, sparsity: float) -> dict[str, torch.Tensor]:
-        from distill.pruning.structured import feed_forwards, kept_neurons, neuron_importance, neuron_masks
+        from distill.pruning.structured import (
+            feed_forwards,
+            kept_neurons,
+            neuron_gradient_importance,
+            neuron_importance,
+            neuron_masks,
+        )
 
         ffns = feed_forwards(student)
-        importance = neuron_importance(student, ffns, calibration())
+        score = neuron_gradient_importance if self.importance == "gradient" else neuron_importance
+        importance = score(student, ffns, calibration())
         masks = {}
         for ffn in ffns:
             width = importance[ffn.layer].numel()

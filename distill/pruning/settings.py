@@ -13,7 +13,7 @@ CRITERIA = ("magnitude", "wanda", "sparsegpt")
 #: Comparison groups of the unstructured criteria (``null``: the criterion's own, see :class:`Pruning`).
 SCOPES = (None, "layer", "global", "row")
 #: FFN neuron importance.
-IMPORTANCE = ("activation",)
+IMPORTANCE = ("activation", "gradient")
 
 
 def _is_int(value, minimum: int) -> bool:

@@ -8,9 +8,14 @@ contribution exactly (``act(0)·0 = 0``; GELU(0) = SiLU(0) = 0), and removing th
 the same function. The same number of neurons is kept in every layer, so ``intermediate_size`` stays
 one number in the config.
 
-Importance (Molchanov et al. 2019; the activation criterion of Minitron, Muralidharan et al. 2024,
-arXiv:2407.14679): the root-mean-square activation of the neuron over the calibration tokens,
-``sqrt(Σ_t a_tk² / n)``, read at the down projection's input.
+Importance, over the calibration batches, read at the down projection's input ``a``:
+
+- ``activation``: the root-mean-square activation ``sqrt(Σ_t a_tk² / n)`` over the real tokens (the
+  activation criterion of Minitron, Muralidharan et al. 2024, arXiv:2407.14679);
+- ``gradient``: the first-order Taylor estimate of the loss change when the neuron is removed,
+  ``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` per example ``x``, ``L`` the model's own task loss on the batch's labels
+  (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", for heads; Molchanov et al. 2019
+  for neurons).
 """
 
 from __future__ import annotations
@@ -74,6 +79,50 @@ def neuron_importance(model: nn.Module, ffns: list[FeedForward], calibration) ->
     """RMS activation of every FFN neuron over the calibration tokens, by layer."""
     stats = input_statistics(model, [ffn.down for ffn in ffns], calibration)
     return {ffn.layer: (stats[ffn.down].square_sums / stats[ffn.down].count).sqrt() for ffn in ffns}
+
+
+def neuron_gradient_importance(model: nn.Module, ffns: list[FeedForward], calibration) -> dict[str, torch.Tensor]:
+    """``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` of every FFN neuron (padding left out), by layer. ``L`` is
+    ``model(**inputs, labels=labels).loss``; the batches must carry ``labels``. Only the activations'
+    gradients are taken (``torch.autograd.grad``): the parameters' ``.grad`` are left untouched."""
+    from distill.module import TARGET_KEYS
+
+    scores: dict[str, torch.Tensor] = {}
+    seen: dict[str, torch.Tensor] = {}
+
+    def capture(layer: str):
+        def pre_hook(module: nn.Module, args: tuple):
+            activation = args[0] if args[0].requires_grad else args[0].detach().requires_grad_()
+            seen[layer] = activation
+            return (activation, *args[1:])
+
+        return pre_hook
+
+    handles = [model.get_submodule(ffn.down).register_forward_pre_hook(capture(ffn.layer)) for ffn in ffns]
+    device, training = next(model.parameters()).device, model.training
+    model.eval()  # no dropout: the scores of the function that ships
+    try:
+        with torch.enable_grad():
+            for batch in calibration:
+                if "labels" not in batch:
+                    raise ValueError("gradient importance needs labelled calibration batches (a 'labels' field)")
+                inputs = {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
+                loss = model(**inputs, labels=batch["labels"].to(device)).loss
+                layers = list(seen)
+                grads = torch.autograd.grad(loss, [seen[layer] for layer in layers])
+                mask = inputs.get("attention_mask")
+                for layer, grad in zip(layers, grads):
+                    product = (seen[layer] * grad).detach().float()
+                    if mask is not None and product.shape[:-1] == mask.shape:
+                        product = product * mask[..., None]
+                    per_example = product.reshape(product.shape[0], -1, product.shape[-1]).sum(1).abs().sum(0)
+                    scores[layer] = per_example if layer not in scores else scores[layer] + per_example
+                seen.clear()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+    return scores
 
 
 def kept_neurons(importance: torch.Tensor, keep: int, alive: torch.Tensor | None = None) -> torch.Tensor:

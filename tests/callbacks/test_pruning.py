@@ -71,7 +71,8 @@ def test_resuming_with_other_pruning_settings_is_refused(data_dir, tmp_path):
 def test_ffn_pruning_exports_a_smaller_student_that_transformers_loads_with_the_runs_accuracy(data_dir, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    overrides = [*TINY_RUN, "compress=prune_ffn", "compress.prune.sparsity=0.5", "compress.prune.start_step=1"]
+    overrides = [*TINY_RUN, "compress=prune_ffn", "compress.prune.sparsity=0.5", "compress.prune.start_step=1",
+                 "compress.prune.importance=gradient"]
     summary = train(compose([*overrides, "trainer.max_steps=3"], tmp_path))
     compression = summary["student"]["compression"]
     assert compression["intermediate_size"] == {"before": 64, "after": 32} and compression["physically_removed"]

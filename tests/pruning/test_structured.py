@@ -99,3 +99,25 @@ def test_uneven_widths_are_refused():
         assert "same number of neurons per layer" in str(error)
     else:
         raise AssertionError("uneven FFN widths were not refused")
+
+
+def test_gradient_importance_is_the_per_example_taylor_term_by_hand_and_leaves_parameter_grads_alone():
+    from distill.pruning.structured import neuron_gradient_importance
+
+    model = _bert()
+    ffn = feed_forwards(model)[1]
+    batches = [{**batch, "labels": torch.tensor([0, 1, 1, 0])} for batch in _batches(2)]
+    expected = torch.zeros(64)
+    for batch in batches:  # by hand: keep the down projection's input, differentiate the loss w.r.t. it
+        kept = []
+        handle = model.get_submodule(ffn.down).register_forward_hook(lambda m, args, out: kept.append(args[0]))
+        loss = model(**batch).loss
+        handle.remove()
+        (grad,) = torch.autograd.grad(loss, kept)
+        product = kept[0] * grad * batch["attention_mask"][..., None]
+        expected += product.sum(1).abs().sum(0).detach()
+    model.zero_grad(set_to_none=True)
+    scores = neuron_gradient_importance(model, [ffn], batches)
+    torch.testing.assert_close(scores[ffn.layer], expected, rtol=1e-4, atol=1e-7)
+    assert all(parameter.grad is None for parameter in model.parameters())
+    assert not torch.equal(scores[ffn.layer].argsort(), neuron_importance(model, [ffn], batches)[ffn.layer].argsort())
