@@ -1,6 +1,7 @@
 """One calibration pass: the student run over calibration batches with forward hooks on the layers
 a compression method reads (GPTQ's and SparseGPT's Hessians, Wanda's input norms, the LLM.int8()
-outlier search, FFN neuron importance)."""
+outlier search, FFN neuron importance), and the damped inverse-Hessian factor GPTQ and SparseGPT
+both walk."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from distill.module import TARGET_KEYS
 
 #: A forward hook: ``hook(layer, inputs, output)``.
 Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
+#: λ = DAMPING · mean(diag H), added to the Hessian's diagonal before it is inverted.
+DAMPING = 0.01
 
 
 def run_calibration(
@@ -101,3 +104,16 @@ def input_statistics(
     if unseen:
         raise ValueError(f"no calibration input reached {unseen[:5]}: give at least one calibration batch")
     return stats
+
+
+def inverse_hessian_factor(hessian: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``U``, the upper Cholesky factor of ``(H + λI)⁻¹`` (``λ = DAMPING · mean(diag H)``), and a
+    float copy of ``weight`` with the columns of inputs that never fire (``H_jj = 0``: the weight is
+    irrelevant) set to zero; those get ``H_jj = 1`` so ``H`` stays invertible. GPTQ and SparseGPT
+    spread each column's error over the later columns along ``U``."""
+    W, H = weight.float().clone(), hessian.float().clone()
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H.diagonal().add_(DAMPING * H.diagonal().mean())
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True), W

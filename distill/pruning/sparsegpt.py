@@ -25,23 +25,11 @@ from __future__ import annotations
 
 import torch
 
+from distill.calibration import inverse_hessian_factor
 from distill.pruning.masks import layer_mask
 
 #: Columns whose mask is chosen together, and the lazy-update block.
 BLOCK_SIZE = 128
-#: λ = DAMPING · mean(diag H).
-DAMPING = 0.01
-
-
-def inverse_hessian_factor(hessian: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``U`` (upper Cholesky factor of the damped inverse Hessian) and the weight with the columns
-    of inputs that never fire (``H_jj = 0``) set to zero."""
-    W, H = weight.float().clone(), hessian.float().clone()
-    dead = H.diagonal() == 0
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H.diagonal().add_(DAMPING * H.diagonal().mean())
-    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True), W
 
 
 def sparsegpt_prune(

@@ -42,14 +42,12 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from distill.calibration import input_statistics
+from distill.calibration import input_statistics, inverse_hessian_factor
 from distill.quantization.formats import INT_FORMATS, QuantizationScheme, width_problems
 from distill.quantization.modules import _embeddings, _torchao, quantized_modules
 
 #: Columns quantized before the later columns are updated (the paper's lazy batch size).
 BLOCK_SIZE = 128
-#: λ = DAMPING · mean(diag H).
-DAMPING = 0.01
 
 
 def gptq_quantize(
@@ -101,12 +99,7 @@ def _gptq_weight(weight: torch.Tensor, hessian: torch.Tensor, scheme: Quantizati
     group = scheme.group_size or columns
     block = BLOCK_SIZE if scheme.group_size is None else group * max(1, BLOCK_SIZE // group)
 
-    W, H = weight.float().clone(), hessian.clone()
-    dead = H.diagonal() == 0  # inputs that are always zero: weight irrelevant, zeroed
-    H[dead, dead] = 1
-    W[:, dead] = 0
-    H.diagonal().add_(DAMPING * H.diagonal().mean())
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    U, W = inverse_hessian_factor(hessian, weight)
 
     codes = torch.empty(rows, columns, dtype=torch.int8, device=W.device)
     scales, zeros = [], []

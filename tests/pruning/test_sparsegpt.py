@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from distill.pruning.masks import layer_mask, n_m_mask
-from distill.pruning.sparsegpt import inverse_hessian_factor, sparsegpt_prune
+from distill.calibration import inverse_hessian_factor
+from distill.pruning.sparsegpt import sparsegpt_prune
 
 
 def _correlated_inputs(n: int = 512, k: int = 32) -> torch.Tensor:
