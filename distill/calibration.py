@@ -5,7 +5,8 @@ both walk."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,30 +20,45 @@ Hook = Callable[[nn.Module, tuple, torch.Tensor], None]
 DAMPING = 0.01
 
 
+@contextmanager
+def calibrating(
+    model: nn.Module, hooks: dict[str, Hook] | None = None, pre_hooks: dict[str, Callable] | None = None
+) -> Iterator[torch.device]:
+    """``model`` in eval mode (no dropout) with ``hooks[name]`` (forward hooks) and ``pre_hooks[name]``
+    (forward pre-hooks) on the submodules ``name``; yields the model's device. The hooks are removed
+    and the training mode restored afterwards. Gradients are the caller's choice."""
+    handles = [model.get_submodule(name).register_forward_hook(hook) for name, hook in (hooks or {}).items()]
+    handles += [model.get_submodule(name).register_forward_pre_hook(hook) for name, hook in (pre_hooks or {}).items()]
+    device, training = next(model.parameters()).device, model.training
+    model.eval()
+    try:
+        yield device
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(training)
+
+
+def model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's model inputs on ``device``; targets (``labels``, ``label_mask``) left out."""
+    return {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
+
+
 def run_calibration(
     model: nn.Module,
     hooks: dict[str, Hook],
     calibration: Iterable[dict[str, torch.Tensor]],
     on_batch: Callable[[dict[str, torch.Tensor]], None] | None = None,
 ) -> None:
-    """Forward every calibration batch through ``model`` in eval mode (no dropout), under
-    ``no_grad``, on the model's device, with ``hooks[name]`` on the submodule ``name``. Targets
-    (``labels``, ``label_mask``) are left out; ``on_batch`` sees each batch's inputs before its
-    forward pass. The hooks are removed and the training mode restored afterwards."""
-    handles = [model.get_submodule(name).register_forward_hook(hook) for name, hook in hooks.items()]
-    device, training = next(model.parameters()).device, model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for batch in calibration:
-                inputs = {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
-                if on_batch is not None:
-                    on_batch(inputs)
-                model(**inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
+    """Forward every calibration batch through ``model`` (:func:`calibrating`: eval mode, ``hooks``
+    on) under ``no_grad``, targets left out; ``on_batch`` sees each batch's inputs before its
+    forward pass."""
+    with calibrating(model, hooks) as device, torch.no_grad():
+        for batch in calibration:
+            inputs = model_inputs(batch, device)
+            if on_batch is not None:
+                on_batch(inputs)
+            model(**inputs)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from distill.calibration import input_statistics
+from distill.calibration import calibrating, input_statistics, model_inputs
 
 #: The part of a module name that names its transformer layer (``encoder.layer.3``, ``layers.3``, ``h.3``).
 LAYER_PREFIX = re.compile(r"^(.*?(?:^|\.)(?:layer|layers|h|block|blocks)\.\d+)\.")
@@ -85,8 +85,6 @@ def neuron_gradient_importance(model: nn.Module, ffns: list[FeedForward], calibr
     """``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` of every FFN neuron (padding left out), by layer. ``L`` is
     ``model(**inputs, labels=labels).loss``; the batches must carry ``labels``. Only the activations'
     gradients are taken (``torch.autograd.grad``): the parameters' ``.grad`` are left untouched."""
-    from distill.module import TARGET_KEYS
-
     scores: dict[str, torch.Tensor] = {}
     seen: dict[str, torch.Tensor] = {}
 
@@ -98,30 +96,23 @@ def neuron_gradient_importance(model: nn.Module, ffns: list[FeedForward], calibr
 
         return pre_hook
 
-    handles = [model.get_submodule(ffn.down).register_forward_pre_hook(capture(ffn.layer)) for ffn in ffns]
-    device, training = next(model.parameters()).device, model.training
-    model.eval()  # no dropout: the scores of the function that ships
-    try:
-        with torch.enable_grad():
-            for batch in calibration:
-                if "labels" not in batch:
-                    raise ValueError("gradient importance needs labelled calibration batches (a 'labels' field)")
-                inputs = {key: value.to(device) for key, value in batch.items() if key not in TARGET_KEYS}
-                loss = model(**inputs, labels=batch["labels"].to(device)).loss
-                layers = list(seen)
-                grads = torch.autograd.grad(loss, [seen[layer] for layer in layers])
-                mask = inputs.get("attention_mask")
-                for layer, grad in zip(layers, grads):
-                    product = (seen[layer] * grad).detach().float()
-                    if mask is not None and product.shape[:-1] == mask.shape:
-                        product = product * mask[..., None]
-                    per_example = product.reshape(product.shape[0], -1, product.shape[-1]).sum(1).abs().sum(0)
-                    scores[layer] = per_example if layer not in scores else scores[layer] + per_example
-                seen.clear()
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(training)
+    # Eval mode (no dropout): the scores of the function that ships.
+    with calibrating(model, pre_hooks={ffn.down: capture(ffn.layer) for ffn in ffns}) as device, torch.enable_grad():
+        for batch in calibration:
+            if "labels" not in batch:
+                raise ValueError("gradient importance needs labelled calibration batches (a 'labels' field)")
+            inputs = model_inputs(batch, device)
+            loss = model(**inputs, labels=batch["labels"].to(device)).loss
+            layers = list(seen)
+            grads = torch.autograd.grad(loss, [seen[layer] for layer in layers])
+            mask = inputs.get("attention_mask")
+            for layer, grad in zip(layers, grads):
+                product = (seen[layer] * grad).detach().float()
+                if mask is not None and product.shape[:-1] == mask.shape:
+                    product = product * mask[..., None]
+                per_example = product.reshape(product.shape[0], -1, product.shape[-1]).sum(1).abs().sum(0)
+                scores[layer] = per_example if layer not in scores else scores[layer] + per_example
+            seen.clear()
     return scores
 
 
