@@ -23,7 +23,7 @@ from torch import nn
 from distill.calibration import input_statistics
 from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
 from distill.errors import ConfigError
-from distill.pruning.masks import MaskSet, global_masks, layer_mask, n_m_mask, row_mask
+from distill.pruning.masks import MaskSet, global_masks, kept_count, layer_mask, n_m_mask, row_mask
 from distill.pruning.schedule import SparsitySchedule
 from distill.pruning.scores import magnitude_scores, wanda_scores
 from distill.pruning.settings import CRITERIA, FIELD, IMPORTANCE, SCOPES, parse_pattern, schedule_problems
@@ -58,6 +58,8 @@ class _MaskedPruning(StudentCompression):
         self.calibration_batches = calibration_batches
         self.masks = MaskSet()
         self.last_update: int | None = None
+        #: ``self.masks.figures()``, computed when the masks change (not at every step: a pass over them).
+        self._figures: dict[str, Any] | None = None
 
     # -- what a subclass provides ------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -86,7 +88,7 @@ class _MaskedPruning(StudentCompression):
         device = next(pl_module.student.parameters()).device
         self.masks.update({name: mask.to(device) for name, mask in new.items()})
         self.masks.apply(pl_module.student)
-        figures = self.masks.figures()
+        self._figures = figures = self.masks.figures()
         first_or_last = self.last_update is None or sparsity >= self.schedule.sparsity
         log.log(
             logging.INFO if first_or_last else logging.DEBUG,  # a gradual schedule updates many times
@@ -98,10 +100,12 @@ class _MaskedPruning(StudentCompression):
         if self.schedule.pending(step, self.last_update):
             self._update(pl_module, trainer, self.schedule.target(step))
             self.last_update = step
-            logged = {f"prune/sparsity/{name}": value for name, value in self.masks.figures()["per_parameter"].items()}
+            logged = {f"prune/sparsity/{name}": value for name, value in self._figures["per_parameter"].items()}
             pl_module.log_dict(logged, on_step=True, on_epoch=False)
         if self.masks:
-            pl_module.log("prune/sparsity", self.masks.figures()["sparsity"], on_step=True, on_epoch=False)
+            if self._figures is None:  # masks restored from a checkpoint
+                self._figures = self.masks.figures()
+            pl_module.log("prune/sparsity", self._figures["sparsity"], on_step=True, on_epoch=False)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self.masks.mask_gradients(pl_module.student)
@@ -120,16 +124,18 @@ class _MaskedPruning(StudentCompression):
         refuse_other_settings(FIELD, "pruned", state_dict.get("settings"), self.settings())
         self.masks = MaskSet(state_dict.get("masks") or {})
         self.last_update = state_dict.get("last_update")
+        self._figures = None
 
     # -- the end of the run ------------------------------------------------------------------
     def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
         final_step = self.schedule.end_step if self.schedule.kind == "gradual" else self.schedule.start_step
-        if self.schedule.kind != "after_training" and (self.last_update is None or self.last_update < final_step):
+        short = self.schedule.kind != "after_training" and (self.last_update is None or self.last_update < final_step)
+        if short:
             log.warning(
                 "training ended at step %d, before the pruning schedule's last step %d: the student is pruned "
                 "to the target sparsity now, without recovery training", trainer.global_step, final_step,
             )
-        if self.schedule.kind == "after_training" or self.last_update is None or self.last_update < final_step:
+        if short or self.schedule.kind == "after_training":
             self._update(module, trainer, self.schedule.sparsity)
         self.masks.apply(module.student)
         figures = self.masks.figures()
@@ -327,7 +333,6 @@ class FeedForwardPruning(_MaskedPruning):
             problems.append(f"{FIELD}.importance={importance!r}: allowed: {list(IMPORTANCE)}")
         super().__init__(problems, schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
         self.importance = importance
-        self.kept: dict[str, torch.Tensor] = {}
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -364,7 +369,7 @@ class FeedForwardPruning(_MaskedPruning):
         for ffn in ffns:
             width = importance[ffn.layer].numel()
             alive = self.masks.get(f"{ffn.down}.weight")
-            kept = kept_neurons(importance[ffn.layer], width - int(round(sparsity * width)), None if alive is None else alive[0])
+            kept = kept_neurons(importance[ffn.layer], kept_count(width, sparsity), None if alive is None else alive[0])
             masks.update(neuron_masks(student, ffn, kept))
         return masks
 

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 
-def _kept(count: int, sparsity: float) -> int:
+def kept_count(count: int, sparsity: float) -> int:
+    """How many of ``count`` entries a ``sparsity`` keeps: ``count − round(sparsity · count)``."""
     return count - int(round(sparsity * count))
 
 
@@ -35,12 +36,12 @@ def _top(scores: torch.Tensor, keep: int, dim: int | None = None) -> torch.Tenso
 
 def layer_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the highest ``(1 − sparsity)`` of one tensor's scores."""
-    return _top(scores, _kept(scores.numel(), sparsity))
+    return _top(scores, kept_count(scores.numel(), sparsity))
 
 
 def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the highest ``(1 − sparsity)`` of each output row (``scores`` is ``N × K``)."""
-    return _top(scores, _kept(scores.shape[1], sparsity), dim=1)
+    return _top(scores, kept_count(scores.shape[1], sparsity), dim=1)
 
 
 def n_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
@@ -56,7 +57,7 @@ def n_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
 def global_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
     """Keep the highest ``(1 − sparsity)`` of all tensors' scores together (one threshold)."""
     flat = torch.cat([score.flatten() for score in scores.values()])
-    kept = _top(flat, _kept(flat.numel(), sparsity))
+    kept = _top(flat, kept_count(flat.numel(), sparsity))
     masks, offset = {}, 0
     for name, score in scores.items():
         masks[name] = kept[offset : offset + score.numel()].view_as(score)
@@ -77,9 +78,6 @@ class MaskSet:
 
     def __bool__(self) -> bool:
         return bool(self.masks)
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.masks
 
     def get(self, name: str) -> torch.Tensor | None:
         return self.masks.get(name)
