@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> float | None:
         from distill.quiet import quiet_expected_messages
 
         quiet_expected_messages()
-    from distill.train import train  # heavy imports after Hydra has parsed the command line
+    from distill.train import cache_teacher, train  # heavy imports after Hydra has parsed the command line
 
     # Hydra's logging config already prints every record (and writes it to the run's log file);
     # Lightning's own console handlers would print each of its messages a second time.
@@ -48,6 +48,9 @@ def run(cfg: DictConfig) -> float | None:
 
     resolve_ckpt_path(cfg)
     try:
+        if cfg.get("stage", "train") == "cache_teacher":  # build the teacher cache, train nothing
+            cache_teacher(cfg)
+            return None
         summary = train(cfg)
     except Preempted as error:
         log.error("%s\n%s", error, _resume_advice(error.stage, error.checkpoint))

@@ -15,13 +15,15 @@ from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.models.capture import capture_modules, capture_outputs
 from distill.nonfinite import NONFINITE_POLICIES, NonFiniteGuard
+from distill.teacher_cache import TeacherOutputCache
 from distill.teachers import ENSEMBLE_MODES, TeacherEnsemble, _FrozenTeacher
 from distill.val_metrics import log_classification_metrics, log_token_losses, register_val_metrics
 
 __all__ = ["DistillationModule", "ENSEMBLE_MODES", "NONFINITE_POLICIES", "TeacherEnsemble", "model_outputs"]
 
-#: Batch keys that are targets, never model inputs (``label_mask`` marks transfer-set rows).
-TARGET_KEYS = ("labels", "label_mask")
+#: Batch keys that are never model inputs: targets (``label_mask`` marks transfer-set rows) and
+#: ``example_index``, the row a teacher-output cache reads.
+TARGET_KEYS = ("labels", "label_mask", "example_index")
 
 
 def model_outputs(
@@ -77,6 +79,9 @@ class DistillationModule(L.LightningModule):
             ``max_steps`` and the scheduler), up to ``max_skipped_batches`` times per run, then stops.
             Checked once per step (one device sync).
         max_skipped_batches: the ``skip`` policy's budget.
+        teacher_cache: the teacher's outputs read from disk (:mod:`distill.teacher_cache`) instead of
+            running ``teacher`` in training and validation steps; batches must carry
+            ``example_index``. ``teacher`` is still given (the report measures it).
     """
 
     def __init__(
@@ -95,6 +100,7 @@ class DistillationModule(L.LightningModule):
         run_config: dict | None = None,
         nonfinite: str = "stop",
         max_skipped_batches: int = 0,
+        teacher_cache: TeacherOutputCache | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": run_config or {}})
@@ -108,6 +114,9 @@ class DistillationModule(L.LightningModule):
             _FrozenTeacher(teacher, loss.captures, loss.teacher_modules) if teacher is not None else None
         )
         self.ensemble = ensemble
+        if teacher_cache is not None and teacher is None:
+            raise ValueError("teacher_cache holds one teacher's outputs: give the teacher too")
+        self.teacher_cache = teacher_cache
         self._teachers: dict[str, _FrozenTeacher] = {}
         student_mixes = [loss]
         if ensemble is not None:
@@ -175,15 +184,23 @@ class DistillationModule(L.LightningModule):
             frozen.model.eval()
         return self
 
-    def _teacher_outputs(self, inputs: dict[str, torch.Tensor]) -> ModelOutputs | None:
-        """The teacher's outputs under no_grad, in eval mode, on the batch's device.
+    def _teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None, split: str) -> ModelOutputs | None:
+        """The teacher's outputs under no_grad, in eval mode, on the batch's device; with a teacher
+        cache, its stored logits of the batch's examples (``split``: ``train`` or ``eval``).
 
-        This is the one place the single teacher's outputs come from; a cache reader can replace it.
-        Several teachers: :meth:`_ensemble_outputs`, the one place theirs come from.
+        This is the one place the single teacher's outputs come from. Several teachers:
+        :meth:`_ensemble_outputs`, the one place theirs come from.
         """
         teacher = self.teacher
         if teacher is None:
             return None
+        if self.teacher_cache is not None:
+            if example_index is None:
+                raise ValueError(
+                    "teacher_cache: the batch has no example_index, so its cached teacher outputs cannot be "
+                    "found; use the run's data module (its datasets carry the column)"
+                )
+            return ModelOutputs(logits=self.teacher_cache.logits(split, example_index))
         device = inputs["input_ids"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
@@ -238,13 +255,13 @@ class DistillationModule(L.LightningModule):
         )
 
     def _step_inputs(
-        self, batch: dict[str, torch.Tensor], with_teacher: bool
+        self, batch: dict[str, torch.Tensor], with_teacher: bool, split: str = "train"
     ) -> tuple[LossInputs, dict[str, LossInputs]]:
         """The run's loss inputs and, with several teachers, each teacher's (same student outputs)."""
         inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
         student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         if self.ensemble is None:
-            teacher = self._teacher_outputs(inputs) if with_teacher else None
+            teacher = self._teacher_outputs(inputs, batch.get("example_index"), split) if with_teacher else None
             return self._inputs_for(batch, inputs, student, teacher), {}
         if not with_teacher:
             return self._inputs_for(batch, inputs, student, None), {}
@@ -270,8 +287,8 @@ class DistillationModule(L.LightningModule):
         parts = [f"{self.ensemble.weights[name]:g}·{{{name}: {mix.formula()}}}" for name, mix in self.teacher_losses.items()]
         return " + ".join([text, *parts])
 
-    def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool) -> LossInputs:
-        return self._step_inputs(batch, with_teacher)[0]
+    def _loss_inputs(self, batch: dict[str, torch.Tensor], with_teacher: bool, split: str = "train") -> LossInputs:
+        return self._step_inputs(batch, with_teacher, split)[0]
 
     def _objective(self, loss_inputs: LossInputs, per_teacher: dict[str, LossInputs]) -> LossResult:
         """The run's loss, plus in ``per_teacher`` mode each teacher's loss times its weight."""
@@ -350,7 +367,7 @@ class DistillationModule(L.LightningModule):
             set_rng_states(states)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self.has_teacher)
+        loss_inputs, per_teacher = self._step_inputs(batch, with_teacher=self.has_teacher, split="eval")
         result = self._objective(loss_inputs, per_teacher)
         batch_size = loss_inputs.attention_mask.size(0)
         self.log("val/loss/total", result.total, batch_size=batch_size, prog_bar=True, sync_dist=True)

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from distill.atomic import write_json_atomic
-from distill.callbacks import PreemptionCheckpoint, StudentCompression
+from distill.callbacks import PreemptionCheckpoint, StepTimes, StudentCompression
 from distill.checkpoints import AtomicCheckpointIO
 from distill.errors import Preempted
 from distill.evaluation import evaluate_models
@@ -33,6 +33,8 @@ from distill.preflight import (
 )
 from distill.report import render_table
 from distill.run_folder import log_saved_paths
+from distill.teacher_cache import TeacherOutputCache
+from distill.teacher_cache.run import cache_summary, prepare_teacher_cache
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 from distill.validation.compress import compress_callbacks
@@ -106,7 +108,8 @@ def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
 
 
 def make_module(
-    cfg: DictConfig, student, teacher, loss, num_labels: int, ensemble: TeacherEnsemble | None = None
+    cfg: DictConfig, student, teacher, loss, num_labels: int, ensemble: TeacherEnsemble | None = None,
+    teacher_cache: TeacherOutputCache | None = None,
 ) -> DistillationModule:
     return DistillationModule(
         student=student,
@@ -122,6 +125,7 @@ def make_module(
         run_config=OmegaConf.to_container(cfg, resolve=True),
         nonfinite=str(cfg.module.get("nonfinite", "stop")),
         max_skipped_batches=int(cfg.module.get("max_skipped_batches", 0)),
+        teacher_cache=teacher_cache,
     )
 
 
@@ -136,7 +140,8 @@ def make_trainer(cfg: DictConfig) -> L.Trainer:
 
     Every trainer also gets :class:`PreemptionCheckpoint` (a full ``last.ckpt`` on SIGTERM, unless
     ``trainer.enable_checkpointing=false``) and, unless ``trainer.plugins`` names its own,
-    :class:`AtomicCheckpointIO` (checkpoints written whole or not at all)."""
+    :class:`AtomicCheckpointIO` (checkpoints written whole or not at all), and :class:`StepTimes`
+    (``metrics.json`` ``timing``)."""
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + _instantiate_all(cfg.get("compress"))
     if not loggers:  # a learning-rate monitor has nowhere to write without a logger
@@ -148,6 +153,7 @@ def make_trainer(cfg: DictConfig) -> L.Trainer:
             log.info("trainer.%s=false: running without %s", flag, ", ".join(type(c).__name__ for c in clashing))
     if cfg.trainer.get("enable_checkpointing", True):
         callbacks.append(PreemptionCheckpoint(dirpath=f"{cfg.paths.output_dir}/checkpoints"))
+    callbacks.append(StepTimes())  # metrics.json "timing": median step and fit wall time
     plugins = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, **plugins)
 
@@ -242,11 +248,13 @@ def build_run(
     teacher = None
     if teacher_spec is not None:
         teacher, teacher_spec = _teacher_model(cfg, teacher_spec, datamodule, num_labels, "teacher")
+    # The teacher's outputs from disk (found, or built once for every run that shares them).
+    cache = prepare_teacher_cache(cfg, teacher, teacher_spec.name_or_path, datamodule) if teacher is not None else None
     L.seed_everything(int(cfg.seed), workers=True)
     student, _ = build_model(
         student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
     )
-    module = make_module(cfg, student, teacher, loss, num_labels)
+    module = make_module(cfg, student, teacher, loss, num_labels, teacher_cache=cache)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
     if check_checkpoint:
         refuse_foreign_checkpoint(cfg, module)
@@ -321,6 +329,16 @@ def compress_student(trainer: L.Trainer, module: DistillationModule) -> dict[str
     return done[0] if done else None
 
 
+def cache_teacher(cfg: DictConfig) -> dict[str, Any]:
+    """``stage=cache_teacher``: check the run, build (or find) its teacher cache, train nothing.
+    Returns what the run's ``metrics.json`` would record of the cache."""
+    module, _, _, _ = build_run(stage_configs(cfg)[0][1], check_checkpoint=False)
+    summary = cache_summary(module.teacher_cache)
+    log.info("teacher cache ready: %s (%.1f MiB); runs read it with teacher_cache.path=%s or teacher_cache.enabled=true",
+             summary["path"], summary["bytes"] / 2**20, summary["path"])
+    return summary
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one distillation (or fine-tuning) job and return its ``metrics.json`` content."""
     stages = stage_configs(cfg)
@@ -338,7 +356,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             examples_seen.append(None)
             continue
         if index > 0:  # the next stage continues from this one's student (and reuses the frozen teacher)
-            module = make_module(stage, module.student, module.teacher, loss, run_num_labels(cfg))
+            module = make_module(
+                stage, module.student, module.teacher, loss, run_num_labels(cfg), teacher_cache=module.teacher_cache
+            )
             trainer = make_trainer(stage)
         module.stage = name
         resume = ckpt_path if index == start else None
@@ -352,6 +372,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary["student"]["nonzero_params"] = count_nonzero_parameters(module.student)  # what pruning leaves
     if compression:
         summary["student"]["compression"] = compression
+    if module.teacher_cache is not None:
+        summary["teacher_cache"] = cache_summary(module.teacher_cache)
+    timer = next((c for c in trainer.callbacks if isinstance(c, StepTimes)), None)
+    if timer is not None:  # the last stage's fit
+        summary["timing"] = timer.summary()
     # Training examples each term saw (this rank), per stage: label terms skip transfer text.
     summary["examples_seen"] = examples_seen[0] if len(examples_seen) == 1 else examples_seen
     if len(stages) > 1:

@@ -130,6 +130,15 @@ CASES = {
         ["compress=prune_magnitude", "compress.prune.start_step=50", "compress.prune.end_step=20"], {},
         ["compress.prune.end_step=20: schedule=gradual needs an integer end_step > start_step"],
     ),
+    # --- teacher_cache (distill/teacher_cache/run.py): checked before any weights load
+    "teacher cache and hidden states": (
+        ["teacher_cache.enabled=true", "loss=kd_ce_cos"], {},
+        ["teacher_cache.enabled=true: loss terms ['cos'] read the teacher's hidden states", "loss=kd_ce"],
+    ),
+    "teacher cache settings": (
+        ["stage=cache", "teacher_cache.dtype=int8"], {},
+        ["stage='cache': allowed ['train', 'cache_teacher']", "teacher_cache.dtype='int8': allowed ['float16', 'float32']"],
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from distill.callbacks.progress import StepProgressBar
 from distill.callbacks.pruning import FeedForwardPruning, Pruning
 from distill.callbacks.compression import StudentCompression
 from distill.callbacks.quantization import PostTrainingQuantization, QuantizationAwareTraining
+from distill.callbacks.timing import StepTimes
 
 __all__ = [
     "FeedForwardPruning",
@@ -13,5 +14,6 @@ __all__ = [
     "Pruning",
     "QuantizationAwareTraining",
     "StepProgressBar",
+    "StepTimes",
     "StudentCompression",
 ]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import datasets
@@ -27,19 +26,9 @@ from distill.data.encoding import LabelEncoding, PaddingCollator, TextEncoder
 from distill.data.errors import DataConfigError
 from distill.data.label_checks import check_split_columns, label_names_problems
 from distill.data.sampling import TransferMixSampler
-from distill.data.sources import (
-    FILE_FORMATS,
-    format_list,
-    hub_name,
-    infer_file_format,
-    load_data_file,
-    missing_file_problem,
-    read_file,
-    read_hub_split,
-    resolve_path,
-)
+from distill.data.sources import FILE_FORMATS, format_list, infer_file_format, load_data_file
+from distill.data.split_sources import SplitSources
 from distill.data.transfer import TransferConfig
-from distill.data.transfer_source import read_transfer_text
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +44,7 @@ def _str_list(field: str, values: Sequence[Any] | None) -> list[str] | None:
     return [str(v) for v in values]
 
 
-class TextClassificationDataModule(BatchedTextDataModule):
+class TextClassificationDataModule(SplitSources, BatchedTextDataModule):
     """Tokenized text (pair) classification / regression data with dynamic padding.
 
     Built by Hydra (``_target_``) from plain keyword arguments plus a ``tokenizer``. Call
@@ -198,12 +187,15 @@ class TextClassificationDataModule(BatchedTextDataModule):
     def _build(self) -> None:
         """Tokenizes what :meth:`_read_and_check` read (and found valid)."""
         tokenized = {split: self._tokenize(split, self._raw[split], self._encodings[split]) for split in _SPLITS}
-        self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["eval"]
+        self.train_dataset = with_example_index(tokenized["train"])
+        self.eval_dataset = with_example_index(tokenized["eval"])
         self.train_lengths = self._lengths(self.train_dataset)
         self.eval_lengths = self._lengths(self.eval_dataset)
         self._report_truncation("train", self.train_lengths)
         if self._transfer_raw is not None:
             transfer = self._tokenize("transfer", self._transfer_raw, None)
+            # Numbered after the labeled examples: example_index is the row of the mixed set.
+            transfer = with_example_index(transfer, start=len(self.train_dataset))
             self.transfer_dataset = transfer.cast(self.train_dataset.features)
             self.transfer_lengths = self._lengths(self.transfer_dataset)
             self._mixed_train = datasets.concatenate_datasets([self.train_dataset, self.transfer_dataset])
@@ -247,100 +239,6 @@ class TextClassificationDataModule(BatchedTextDataModule):
                 "data.train_limit=N (the first N keep their labels)."
             )
         return problems
-
-    # ------------------------------------------------------------------ loading
-
-    def _load_split(self, split: str, problems: list[str]) -> datasets.Dataset | None:
-        """Loads one split from its local file, or from the hub; records problems instead of raising."""
-        file_field = f"data.{split}_file"
-        file = self.train_file if split == "train" else self.eval_file
-        if file is None:
-            if self.hub_dataset:
-                return self._load_hub(split, problems)
-            problems.append(
-                f"{file_field} and data.hub_dataset are both unset: there is no {split} data. Fix: set "
-                f"{file_field}=/path/to/{split}.tsv, or data.hub_dataset (e.g. data.hub_dataset=glue "
-                "data.hub_subset=sst2) to load from the Hugging Face hub. (The task configs read their "
-                "files from paths.data_dir, i.e. DISTILL_DATA_DIR: is it set?)"
-            )
-            return None
-
-        path = resolve_path(file)
-        if path.is_file():
-            return self._load_file(split, path, problems)
-        if self.hub_dataset:
-            alternative = f", or set {file_field}=null to load {self._hub_name(split)} from the Hugging Face hub"
-        else:
-            alternative = f", or set {file_field}=null and data.hub_dataset / data.hub_subset to load it from the hub"
-        problems.append(missing_file_problem(file_field, file, path, alternative))
-        return None
-
-    def _load_file(self, split: str, path: Path, problems: list[str]) -> datasets.Dataset | None:
-        file_field = f"data.{split}_file"
-        if self.file_format is not None and self.file_format not in FILE_FORMATS:
-            return None  # already reported by _check_arguments
-        file_format = self.file_format or infer_file_format(path)
-        if self.column_names is not None and file_format not in ("tsv", "csv", None):
-            problems.append(
-                f"data.column_names={self.column_names} only applies to headerless CSV/TSV files, but "
-                f"{file_field} is {file_format} ({path}), whose columns are already named. Fix: set "
-                "data.column_names=null."
-            )
-            return None
-        read = read_file(
-            path, file_format, problems, file_field=file_field, format_field="data.file_format",
-            column_names=self.column_names,
-        )
-        if read is None:
-            return None
-        dataset, file_format = read
-        self.data_sources[split] = f"{file_format} file {path}"
-        self._file_formats[split] = file_format
-        return dataset
-
-    def _hub_name(self, split: str) -> str:
-        return hub_name(str(self.hub_dataset), self.hub_subset, self._hub_split(split))
-
-    def _hub_split(self, split: str) -> str:
-        return self.hub_train_split if split == "train" else self.hub_eval_split
-
-    def _load_hub(self, split: str, problems: list[str]) -> datasets.Dataset | None:
-        assert self.hub_dataset is not None
-        dataset = read_hub_split(
-            self.hub_dataset, self.hub_subset, self._hub_split(split), problems,
-            field="data.hub_dataset",
-            fix=(
-                f"point data.{split}_file at a local file, or check data.hub_dataset / data.hub_subset / "
-                f"data.hub_{split}_split and hub access."
-            ),
-        )
-        if dataset is not None:
-            self.data_sources[split] = self._hub_name(split)
-        return dataset
-
-    @property
-    def _transfer_pair_column(self) -> str | None:
-        if self.transfer.source == "train_rest":
-            return self.text_pair_column
-        return self.transfer.text_pair_column or self.text_pair_column
-
-    def _load_transfer(self, full_train: datasets.Dataset | None, problems: list[str]) -> datasets.Dataset | None:
-        """The raw transfer text (see :func:`~distill.data.transfer_source.read_transfer_text`)."""
-        read = read_transfer_text(
-            self.transfer, full_train=full_train, train_limit=self.train_limit,
-            train_source=self.data_sources.get("train"), text_column=self.text_column,
-            pair_column=self._transfer_pair_column, problems=problems,
-        )
-        if read is None:
-            return None
-        dataset, self.data_sources["transfer"] = read
-        return dataset
-
-    def _apply_limit(self, split: str, dataset: datasets.Dataset) -> datasets.Dataset:
-        limit = self.train_limit if split == "train" else self.eval_limit
-        if is_int(limit) and 0 < limit < len(dataset):
-            return dataset.select(range(limit))
-        return dataset
 
     # ------------------------------------------------------------------ checks
 
@@ -425,14 +323,35 @@ class TextClassificationDataModule(BatchedTextDataModule):
         """The evaluation split, in file order."""
         return self.val_dataloader()
 
+    def teacher_cache_splits(self) -> dict[str, tuple[datasets.Dataset, list[int]]]:
+        """What a teacher-output cache covers (:mod:`distill.teacher_cache`): each split the run's
+        loaders read, with its token counts; row ``i`` holds the example whose ``example_index`` is
+        ``i``. ``train`` is the training set followed by the transfer text when there is one."""
+        self.prepare()
+        if self._mixed_train is not None:
+            train = (self._mixed_train, self.train_lengths + self.transfer_lengths)
+        else:
+            train = (self.train_dataset, self.train_lengths)
+        return {"train": train, "eval": (self.eval_dataset, self.eval_lengths)}
+
+    def collator(self) -> PaddingCollator:
+        """Pads a list of examples into a batch (as every loader of this module does)."""
+        return PaddingCollator(self.tokenizer)
+
     def _padded_loader(self, dataset: datasets.Dataset, batch_size: int, sampler: Sampler[int]) -> DataLoader:
-        return self._loader(dataset, batch_size, sampler, PaddingCollator(self.tokenizer))
+        return self._loader(dataset, batch_size, sampler, self.collator())
 
     def _prepared_split(self, split: str) -> datasets.Dataset:
         self.prepare()
         dataset = self.train_dataset if split == "train" else self.eval_dataset
         assert dataset is not None
         return dataset
+
+
+def with_example_index(dataset: datasets.Dataset, start: int = 0) -> datasets.Dataset:
+    """``dataset`` with an ``example_index`` column (``start``, ``start + 1``, ...): batches carry it,
+    so a teacher-output cache can hand back each example's row (never a model input)."""
+    return dataset.add_column("example_index", list(range(start, start + len(dataset))))
 
 
 __all__ = ["FILE_FORMATS", "DataConfigError", "TextClassificationDataModule", "infer_file_format", "load_data_file"]

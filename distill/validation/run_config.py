@@ -13,6 +13,7 @@ from distill.metrics import metric_problem
 from distill.models import ModelSpec
 from distill.nonfinite import policy_problems
 from distill.validation.compress import compress_callbacks
+from distill.teacher_cache.run import teacher_cache_problems
 from distill.validation.plain_nodes import plain_node_problems
 from distill.validation.specs import model_spec, run_num_labels
 from distill.validation.targets import broken, target_problems
@@ -53,6 +54,7 @@ def check_run_config(cfg: DictConfig) -> tuple[list[str], ModelSpec | None, Mode
         except Exception as error:  # noqa: BLE001
             problems.append(f"loss: cannot be built: {error}")
     problems.extend(task_problems(cfg, loss, teacher))
+    problems.extend(teacher_cache_problems(cfg, loss))
     several = cfg.get("teachers") is not None
     if several and not broken("teachers", by_node):
         problems.extend(check_teachers(cfg, loss)[0])

@@ -48,7 +48,8 @@ def test_sst2_limits_labels_and_first_example(tokenizer: Any, data_dir: Path) ->
         eval_limit=100,
     )
     assert (len(dm.train_dataset), len(dm.eval_dataset)) == (200, 100)
-    assert set(dm.train_dataset.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+    assert set(dm.train_dataset.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels", "example_index"}
+    assert dm.train_dataset["example_index"] == list(range(200))  # the row a teacher cache reads
     assert set(dm.train_dataset["labels"]) == {0, 1}
     assert dm.train_dataset["labels"][:2] == [0, 0]
     assert _text(tokenizer, dm.train_dataset, 0) == "hide new secretions from the parental units"
@@ -72,7 +73,8 @@ def test_sst2_batches_pad_to_their_own_longest_example(tokenizer: Any, data_dir:
     assert isinstance(loader.sampler, SequentialSampler)
     for start, batch in zip(range(0, 100, 16), loader):
         assert isinstance(batch, dict)
-        assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
+        assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "example_index"}
+        assert batch["example_index"].tolist() == list(range(start, start + len(batch["labels"])))
         assert batch["labels"].dtype == torch.int64
         lengths = dm.eval_lengths[start : start + 16]
         assert batch["input_ids"].shape == (len(lengths), max(lengths))
