@@ -76,32 +76,17 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
                   if cfg.get("task") == "masked_lm" else "a base model has no logits to cache")
         problems.append(f"{why}: task={cfg.get('task')!r} cannot use the teacher cache ({reason}); "
                         "allowed: task=sequence_classification")
-    for where, mix in _losses(cfg, loss):
-        if mix is None:
-            continue
-        unread = [name for name, term in mix.terms.items()
+    # A run with stages is checked stage by stage (build_run checks each stage's config with its loss).
+    if loss is not None:
+        unread = [name for name, term in loss.terms.items()
                   if term.uses_teacher and (term.uses_hidden_states or term.captures or term.teacher_modules)]
         if unread:
             problems.append(
-                f"{why}: {where} terms {unread} read the teacher's hidden states, attention or modules, "
+                f"{why}: loss terms {unread} read the teacher's hidden states, attention or modules, "
                 "and the cache stores logits only. Fix: a logit-only loss (loss=kd_ce, loss=kd), or "
                 "teacher_cache.enabled=false"
             )
     return problems
-
-
-def _losses(cfg: DictConfig, loss) -> list[tuple[str, Any]]:
-    """The run's loss and each stage's own (a stage's loss is built here only to be checked)."""
-    from hydra.utils import instantiate
-
-    found = [("loss", loss)]
-    for name, spec in (cfg.get("stages") or {}).items():
-        if spec and spec.get("loss") is not None:
-            try:
-                found.append((f"stages.{name}.loss", instantiate(spec.loss)))
-            except Exception:  # noqa: BLE001 - reported by the stage's own checks
-                continue
-    return found
 
 
 def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, dtype: str) -> CacheIdentity:

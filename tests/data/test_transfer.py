@@ -89,10 +89,17 @@ def test_train_rest_keeps_labels_for_the_first_examples_only(tokenizer: Any, fil
 
     batches = list(dm.train_dataloader())
     assert len(batches) == 7  # max(ceil(6/2), ceil(20/3)) batches of 2 labeled + 3 transfer
+    # A teacher cache covers the labeled rows then the transfer rows: example_index numbers the mix.
+    cached, lengths = dm.teacher_cache_splits()["train"]
+    assert cached["example_index"] == list(range(26)) and len(lengths) == 26
     for batch in batches:
         assert batch["input_ids"].shape[0] == 5
         assert batch["label_mask"].tolist() == [True, True, False, False, False]
         assert set(batch["labels"][:2].tolist()) <= {0, 1}
+        index = batch["example_index"].tolist()
+        assert all(i < 6 for i in index[:2]) and all(i >= 6 for i in index[2:])
+        for row, i in zip(batch["input_ids"], index):
+            assert row[: lengths[i]].tolist() == cached[i]["input_ids"]
     # Labeled-only batches (a teacher's fine-tuning) leave the transfer set out.
     plain = list(dm.train_dataloader(transfer=False))
     assert len(plain) == 3 and all("label_mask" not in batch for batch in plain)
