@@ -34,6 +34,7 @@ def run(cfg: DictConfig) -> float | None:
         from distill.quiet import quiet_expected_messages
 
         quiet_expected_messages()
+    from distill.teacher_cache.run import cache_stage
     from distill.train import cache_teacher, train  # heavy imports after Hydra has parsed the command line
 
     # Hydra's logging config already prints every record (and writes it to the run's log file);
@@ -48,7 +49,7 @@ def run(cfg: DictConfig) -> float | None:
 
     resolve_ckpt_path(cfg)
     try:
-        if cfg.get("stage", "train") == "cache_teacher":  # build the teacher cache, train nothing
+        if cache_stage(cfg):  # build the teacher cache, train nothing
             cache_teacher(cfg)
             return None
         summary = train(cfg)

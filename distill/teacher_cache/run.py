@@ -112,8 +112,8 @@ def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, dty
 def build_cache(folder: Path, teacher: nn.Module, datamodule, identity: CacheIdentity, batch_size: int) -> None:
     """Run the teacher over every split of ``datamodule`` into the (staged) ``folder``."""
     writer = CacheWriter(folder, identity, identity.stored["dtype"])
+    num_logits = int(teacher.config.num_labels)
     for split, (dataset, lengths) in datamodule.teacher_cache_splits().items():
-        num_logits = int(teacher.config.num_labels)
         out = writer.split(split, len(dataset), num_logits)
         teacher_logits_pass(
             teacher, dataset, lengths, datamodule.collator(), out, batch_size=batch_size, split=split
@@ -135,15 +135,19 @@ def prepare_teacher_cache(cfg: DictConfig, teacher: nn.Module, teacher_name: str
     path = settings.get("path")
     folder = Path(str(path)).expanduser() if path is not None else (
         Path(str(cfg.paths.cache_dir)).expanduser() / "teacher_outputs" / identity.key())
-    if open_cache(folder) is None and path is not None and not cache_stage(cfg):
+    existing = open_cache(folder)
+    if existing is None and path is not None and not cache_stage(cfg):
         raise ConfigError([
             f"teacher_cache.path={str(path)!r}: no complete teacher cache there ({folder.resolve()}). Build it "
             f"with the run's own overrides plus `stage=cache_teacher teacher_cache.path={path}`, or use "
             "teacher_cache.enabled=true to build and find it by key under paths.cache_dir"
         ])
-    cache, built = build_atomically(
-        folder, lambda staged: build_cache(staged, teacher, datamodule, identity, int(settings.batch_size))
-    )
+    if existing is not None:  # opened once: build_atomically would open it again
+        cache, built = existing, False
+    else:
+        cache, built = build_atomically(
+            folder, lambda staged: build_cache(staged, teacher, datamodule, identity, int(settings.batch_size))
+        )
     _refuse_mismatch(cache, identity, folder)  # a cache found at teacher_cache.path may be another's
     log.info(
         "teacher cache: %s %s (%.1f MiB, %s)", "built" if built else "reading", folder, cache.size_bytes() / 2**20,
