@@ -34,6 +34,14 @@ from distill.losses.logits import (
 from distill.losses.mix import LossMix, LossResult
 from distill.losses.modules import MODULE_METRICS, ModuleOutputLoss, module_output_distance
 from distill.losses.schedules import SCHEDULE_KINDS, Schedule
+from distill.losses.tokens import (
+    GeneralizedJSD,
+    TokenForwardKL,
+    TokenReverseKL,
+    generalized_jsd,
+    token_forward_kl,
+    token_reverse_kl,
+)
 
 __all__ = [
     "LAYER_MAP_STRATEGIES",
@@ -76,4 +84,10 @@ __all__ = [
     "masked_mean",
     "regression_mse",
     "soft_target_kl",
+    "GeneralizedJSD",
+    "TokenForwardKL",
+    "TokenReverseKL",
+    "generalized_jsd",
+    "token_forward_kl",
+    "token_reverse_kl",
 ]
