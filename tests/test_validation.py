@@ -157,8 +157,9 @@ def test_same_size_tokenizers_with_different_ids_are_refused(tmp_path):
     loss = LossMix({"kd": {"weight": 1, "loss": SoftTargetKL()}, "ce": {"weight": 1, "loss": HardLabelCE()}})
     pair = (ModelSpec(config=tiny), ModelSpec(config=tiny), 2, loss)
     assert check_model_pair(*pair, teacher_tokenizer, student_tokenizer) == [
-        "teacher and student tokenizers differ (same size, different token ids): the teacher reads the "
-        "student's token ids; set student.tokenizer to the teacher's tokenizer"
+        f"teacher tokenizer {str(teacher_tokenizer.name_or_path)!r} and student tokenizer {str(tmp_path)!r} "
+        "differ (30522 and 30522 tokens): the teacher reads the student's token ids, so both must share one "
+        "tokenizer; set student.tokenizer to the teacher's"
     ]
     assert check_model_pair(*pair, teacher_tokenizer, teacher_tokenizer) == []
 

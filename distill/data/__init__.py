@@ -1,5 +1,5 @@
 """Data loading for distillation: tokenized text (pair) tasks with length-grouped batching, and
-unlabelled (optionally masked) text for general distillation.
+unlabelled (optionally masked) text for general distillation, and next-token text for causal LMs.
 
 Importing this package is cheap; ``lightning``, ``datasets`` and ``transformers`` load on first
 use of :class:`TextClassificationDataModule` or :class:`DataConfigError`.
@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from distill.data.causal import CausalTextDataModule
     from distill.data.datamodule import TextClassificationDataModule
     from distill.data.errors import DataConfigError
     from distill.data.masking import MaskingCollator
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from distill.data.sampling import LengthGroupedSampler
 
 __all__ = [
+    "CausalTextDataModule",
     "DataConfigError",
     "LengthGroupedSampler",
     "MaskingCollator",
@@ -26,6 +28,7 @@ __all__ = [
 ]
 
 _LOCATIONS = {
+    "CausalTextDataModule": "distill.data.causal",
     "DataConfigError": "distill.data.errors",
     "TextClassificationDataModule": "distill.data.datamodule",
     "LengthGroupedSampler": "distill.data.sampling",

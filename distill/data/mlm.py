@@ -44,6 +44,9 @@ class TextSource:
         hub_subset: its config (e.g. ``wikitext-103-raw-v1``).
         split: the hub split.
         limit: keep the first N non-blank texts.
+        completion_column: causal-LM data only: the column with each example's completion; then
+            ``text_column`` holds the prompt, which the loss does not score (prompt / completion
+            data, e.g. a generation stage's output: ``text_column: prompt``).
     """
 
     file: str | None = None
@@ -53,6 +56,7 @@ class TextSource:
     hub_subset: str | None = None
     split: str = "train"
     limit: int | None = None
+    completion_column: str | None = None
 
     @classmethod
     def parse(cls, value: Any, field: str) -> tuple[TextSource | None, list[str]]:
@@ -193,8 +197,19 @@ class TextCorpusDataModule(BatchedTextDataModule):
 
     # ------------------------------------------------------------------ preparation
 
+    #: Whether sources may have a ``completion_column`` (prompt / completion data: causal LM only).
+    accepts_completions = False
+
     def _check_arguments(self) -> list[str]:
         problems = list(self._argument_problems) + self._batching_problems()
+        if not self.accepts_completions:
+            for split, sources in (("train", self.train_sources), ("eval", self.eval_sources)):
+                problems.extend(
+                    f"data.{split}_sources[{index}].completion_column={source.completion_column!r}: prompt / "
+                    "completion data is for task=causal_lm (distill.data.CausalTextDataModule); remove it here"
+                    for index, source in enumerate(sources)
+                    if source.completion_column is not None
+                )
         if is_int(self.max_length) and 1 <= self.max_length < 3:
             problems.append(f"data.max_length={self.max_length}: too short for [CLS] text [SEP]; use >= 3")
         for name in ("mlm_probability", "mask_token_rate", "random_token_rate"):
@@ -252,16 +267,24 @@ class TextCorpusDataModule(BatchedTextDataModule):
                 f"{format_list(dataset.column_names)}. Fix: set {field}.text_column."
             )
             return None
-        column = source.text_column
-        dataset = dataset.select_columns([column])
-        if column != "text":
-            dataset = dataset.rename_column(column, "text")
-        if dataset.features["text"] != datasets.Value("string"):  # TSV gives large_string: one type to concatenate
-            dataset = dataset.cast_column("text", datasets.Value("string"))
+        column, completion = source.text_column, source.completion_column
+        if completion is not None and completion not in dataset.column_names:
+            problems.append(
+                f"{field}.completion_column={completion!r} is not a column of the {name}. Available columns: "
+                f"{format_list(dataset.column_names)}. Fix: set {field}.completion_column (or null: plain text)."
+            )
+            return None
+        renames = {column: "text"} if completion is None else {column: "text", completion: "completion"}
+        dataset = dataset.select_columns(list(renames))
+        dataset = dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+        for kept in renames.values():  # TSV gives large_string: one type to concatenate
+            if dataset.features[kept] != datasets.Value("string"):
+                dataset = dataset.cast_column(kept, datasets.Value("string"))
         dataset = non_blank_texts(dataset, "text", source.limit, problems, field=field, where=name)
         if dataset is None:
             return None
-        self.data_sources[split].append(f"{name} [{column}]: {len(dataset)} texts")
+        shown = column if completion is None else f"{column} -> {completion}"
+        self.data_sources[split].append(f"{name} [{shown}]: {len(dataset)} texts")
         return dataset
 
     def _tokenize(self, split: str, parts: list[datasets.Dataset], limit: int | None) -> datasets.Dataset:

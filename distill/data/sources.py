@@ -230,7 +230,8 @@ def read_text_source(
     hub_split: str,
     hub_split_key: str,
 ) -> tuple[datasets.Dataset, str] | None:
-    """Reads a text source configured under ``field``: ``hub_dataset`` if set, else ``file``.
+    """Reads a text source configured under ``field``: ``hub_dataset`` if set, else ``file`` (a data
+    file, or the folder a generation stage wrote: :func:`distill.generation.load_generations`).
 
     Returns:
         The raw dataset and a description of where it came from, or ``None`` with the problem recorded.
@@ -245,6 +246,14 @@ def read_text_source(
         )
         return None if dataset is None else (dataset, hub_name(str(hub_dataset), hub_subset, hub_split))
     path = resolve_path(str(file))
+    if path.is_dir():  # a generation stage's output (distill stage=generate): an HF dataset in shards
+        from distill.generation import IncompleteGenerations, load_generations
+
+        try:
+            return load_generations(path), f"generations {path}"
+        except (OSError, ValueError, IncompleteGenerations) as error:
+            problems.append(f"{field}.file={file!r}: {error}")
+            return None
     if not path.is_file():
         problems.append(missing_file_problem(f"{field}.file", file, path))
         return None

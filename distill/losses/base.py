@@ -7,6 +7,7 @@ through which teacher outputs reach the losses, so a teacher-output cache can la
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -136,6 +137,40 @@ class LossInputs:
             token_positions=positions,
         )
 
+    @classmethod
+    def for_next_tokens(
+        cls,
+        student: ModelOutputs,
+        teacher: ModelOutputs | None,
+        labels: torch.Tensor,
+        attention_mask: torch.Tensor,
+        vocab_size: int | None = None,
+        ignore_index: int = -100,
+    ) -> LossInputs:
+        """Inputs of a causal-LM task, with the next-token shift and the masks applied once, here.
+
+        The logits at position ``t`` predict the token at ``t + 1``: rows ``logits[:, :-1]`` are
+        kept where ``labels[:, 1:] != ignore_index`` (the data sets ``-100`` on padding and prompt
+        tokens), giving ``(N, V)`` logits and ``(N,)`` next-token labels, so every token-level term
+        reads plain rows. ``vocab_size``: compare only the first ``vocab_size`` logits of each
+        model (the tokenizer's vocabulary when a model pads its embedding matrix, e.g. 49,152 of
+        49,216); ``None`` keeps all (the widths must then agree). ``token_positions`` marks the
+        predicting positions ``(B, T - 1)``.
+        """
+        positions = next_token_positions(labels, ignore_index)
+
+        def rows(outputs: ModelOutputs) -> ModelOutputs:
+            logits = None if outputs.logits is None else outputs.logits[:, :-1, :vocab_size]
+            return dataclasses.replace(outputs, logits=logits).at_positions(positions)
+
+        return cls(
+            student=rows(student),
+            teacher=None if teacher is None else rows(teacher),
+            labels=labels[:, 1:][positions],
+            attention_mask=attention_mask,
+            token_positions=positions,
+        )
+
     def labeled(self) -> tuple[LossInputs | None, int]:
         """The labeled rows only, and how many there are: ``(None, 0)`` when there are none."""
         if self.labels is None:
@@ -156,6 +191,14 @@ class LossInputs:
             logit_mask=None if self.logit_mask is None else self.logit_mask[mask],
         )
         return selected, count
+
+
+def next_token_positions(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Where a causal LM's logits are scored: ``(B, T - 1)`` bool, true at position ``t`` when the
+    label at ``t + 1`` (the next token) counts. Logits ``[:, :-1][positions]`` pair with
+    ``labels[:, 1:][positions]``: the next-token shift, for losses (:meth:`LossInputs.for_next_tokens`)
+    and evaluation (:mod:`distill.lm_evaluation`) alike."""
+    return labels[:, 1:] != ignore_index
 
 
 class LossTerm(nn.Module):

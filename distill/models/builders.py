@@ -11,6 +11,7 @@ from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -27,14 +28,22 @@ from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_pat
 #: - ``masked_lm``: logits ``(B, T, V)``, labels ``(B, T)`` with -100 off the masked positions; the
 #:   module hands the losses only the masked rows, ``(N, V)`` and ``(N,)``.
 #: - ``feature_extraction``: the base model (no head): hidden states only, no logits, no labels.
+#: - ``causal_lm``: logits ``(B, T, V)``, labels ``(B, T)`` (the tokens, -100 on padding and prompts);
+#:   the module shifts them once (:meth:`LossInputs.for_next_tokens`): ``(N, V)`` and ``(N,)``.
 AUTO_MODEL_BY_TASK = {
     "sequence_classification": AutoModelForSequenceClassification,
     "masked_lm": AutoModelForMaskedLM,
     "feature_extraction": AutoModel,
+    "causal_lm": AutoModelForCausalLM,
 }
 
 #: What each task's logits are: one row per example, one per token, or none at all.
-TASK_LOGITS = {"sequence_classification": "sequence", "masked_lm": "token", "feature_extraction": None}
+TASK_LOGITS = {
+    "sequence_classification": "sequence",
+    "masked_lm": "token",
+    "feature_extraction": None,
+    "causal_lm": "token",
+}
 
 log = logging.getLogger(__name__)
 

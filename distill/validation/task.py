@@ -37,11 +37,24 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
         return [f"task={task!r} is not one of {sorted(AUTO_MODEL_BY_TASK)}"]
     data_target = cfg.data.get("_target_")
     try:
+        from distill.data.causal import CausalTextDataModule
         from distill.data.mlm import TextCorpusDataModule
 
-        is_corpus = data_target is not None and issubclass(get_object(data_target), TextCorpusDataModule)
+        data_class = get_object(data_target) if data_target is not None else None
+        is_corpus = data_class is not None and issubclass(data_class, TextCorpusDataModule)
+        is_causal = data_class is not None and issubclass(data_class, CausalTextDataModule)
     except Exception:  # noqa: BLE001 - an unimportable target is reported by check_targets
-        is_corpus = False
+        is_corpus = is_causal = False
+    if task == "causal_lm" and not is_causal:
+        problems.append(
+            f"task=causal_lm reads text from distill.data.CausalTextDataModule (next-token labels, prompt "
+            f"masks), but data is {data_target}; use e.g. data=wikitext2_lm or data=tiny_shakespeare"
+        )
+    elif task != "causal_lm" and is_causal:
+        problems.append(
+            f"data ({data_target}) makes next-token batches for task=causal_lm, not task={task}; use "
+            "data=wikitext_sst2_text (masked LM / hidden states) or a labelled data option"
+        )
     if task == "sequence_classification":
         if is_corpus:
             problems.append(
@@ -50,7 +63,7 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
                 "labelled data option (data=sst2 ...)"
             )
         return problems
-    if not is_corpus:
+    if not is_corpus and task != "causal_lm":
         problems.append(
             f"task={task} reads unlabelled text from distill.data.TextCorpusDataModule, but data is "
             f"{data_target}; use e.g. data=wikitext_sst2_text"
@@ -80,9 +93,10 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
             if regression_terms:
                 problems.append(
                     f"loss.terms {regression_terms} need a regression head; task={task} has token "
-                    "logits over the vocabulary: use SoftTargetKL / HardLabelCE (e.g. loss=mlm_triple)"
+                    "logits over the vocabulary: use SoftTargetKL / HardLabelCE (e.g. loss=mlm_triple, "
+                    "loss=token_kd for causal_lm)"
                 )
-            if is_corpus and not float(cfg.data.get("mlm_probability") or 0) > 0:
+            if task == "masked_lm" and is_corpus and not float(cfg.data.get("mlm_probability") or 0) > 0:
                 problems.append(
                     f"task=masked_lm needs masked tokens to predict, but data.mlm_probability="
                     f"{cfg.data.get('mlm_probability')}; set it > 0 (DistilBERT: 0.15), or use "

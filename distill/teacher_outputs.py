@@ -1,0 +1,132 @@
+"""Where a :class:`~distill.module.DistillationModule`'s teacher outputs come from: one frozen
+teacher (or its :mod:`distill.teacher_cache`), or several (an ensemble), always in eval mode and
+under no_grad. :func:`model_outputs` runs any model once and keeps what the losses read.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distill.losses import LossInputs, LossMix, ModelOutputs
+from distill.losses.ensemble import ensemble_logits, ensemble_predictions
+from distill.models.capture import capture_outputs
+
+
+def model_outputs(
+    model: nn.Module,
+    inputs: dict[str, torch.Tensor],
+    hidden_states: bool,
+    capture: dict[str, list[nn.Module]] | None = None,
+) -> ModelOutputs:
+    """Run a transformers model once and keep the tensors the losses read.
+
+    ``capture`` names modules (from :func:`distill.models.capture_modules`: per-layer q/k/v
+    projections, ``module:<path>`` entries) whose outputs are recorded by forward hooks during this
+    one call; the hooks are removed when it returns.
+    """
+    if not capture:
+        output = model(**inputs, output_hidden_states=hidden_states)
+        captured = None
+    else:
+        with capture_outputs(capture) as captured:
+            output = model(**inputs, output_hidden_states=hidden_states)
+    return ModelOutputs(
+        logits=getattr(output, "logits", None),  # a base model (feature_extraction) has none
+        hidden_states=output.hidden_states if hidden_states else None,
+        captured=captured,
+    )
+
+
+class TeacherOutputs:
+    """Mixin of :class:`~distill.module.DistillationModule`: the teacher side of a step.
+
+    Reads the module's ``_teacher`` (a :class:`~distill.teachers._FrozenTeacher` or ``None``),
+    ``_teachers`` (name -> frozen teacher), ``ensemble``, ``loss``, ``teacher_cache``,
+    ``hidden_states_needed``, ``classification`` and ``num_labels``.
+    """
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The single teacher (``None`` without one, and with several: see :attr:`teachers`)."""
+        return self._teacher.model if self._teacher is not None else None
+
+    @property
+    def teachers(self) -> dict[str, nn.Module]:
+        """The ensemble's teachers by name (empty without an ensemble)."""
+        return {name: frozen.model for name, frozen in self._teachers.items()}
+
+    @property
+    def has_teacher(self) -> bool:
+        return self._teacher is not None or bool(self._teachers)
+
+    def _teacher_mix(self, name: str) -> LossMix | None:
+        """The loss that reads teacher ``name``'s hidden states / captured modules, if any."""
+        if self.ensemble.mode == "per_teacher":
+            return self.ensemble.losses[name]
+        return self.loss if name == self.ensemble.primary else None
+
+    def train(self, mode: bool = True) -> TeacherOutputs:
+        super().train(mode)
+        if self._teacher is not None:
+            self._teacher.model.eval()
+        for frozen in self._teachers.values():
+            frozen.model.eval()
+        return self
+
+    def _teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None, split: str) -> ModelOutputs | None:
+        """The teacher's outputs under no_grad, in eval mode, on the batch's device; with a teacher
+        cache, its stored logits of the batch's examples (``split``: ``train`` or ``eval``).
+
+        This is the one place the single teacher's outputs come from. Several teachers:
+        :meth:`_ensemble_outputs`, the one place theirs come from.
+        """
+        teacher = self.teacher
+        if teacher is None:
+            return None
+        if self.teacher_cache is not None:
+            if example_index is None:
+                raise ValueError(
+                    "teacher_cache: the batch has no example_index, so its cached teacher outputs cannot be "
+                    "found; use the run's data module (its datasets carry the column)"
+                )
+            return ModelOutputs(logits=self.teacher_cache.logits(split, example_index))
+        device = inputs["input_ids"].device
+        if next(teacher.parameters()).device != device:
+            teacher.to(device)
+        with torch.no_grad():
+            return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
+
+    def _ensemble_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, ModelOutputs]:
+        """Each teacher's outputs under no_grad, in eval mode, on the batch's device (one forward
+        each; hidden states and hooks only for the teacher a loss reads them from)."""
+        device = inputs["input_ids"].device
+        outputs = {}
+        for name, frozen in self._teachers.items():
+            if next(frozen.model.parameters()).device != device:
+                frozen.model.to(device)
+            mix = self._teacher_mix(name)
+            hidden = mix is not None and mix.uses_hidden_states
+            with torch.no_grad():
+                outputs[name] = model_outputs(frozen.model, inputs, hidden, frozen.capture)
+        return outputs
+
+    def _combined_teacher(self, teachers: dict[str, LossInputs], temperature: float) -> ModelOutputs:
+        """``average`` mode: one teacher whose logits are the weighted mixture at ``temperature``
+        (the weighted mean prediction for a regression head); hidden states and captured modules of
+        the primary teacher."""
+        names = list(teachers)
+        weights = [self.ensemble.weights[name] for name in names]
+        logits = [teachers[name].teacher.logits for name in names]
+        if any(tensor is None for tensor in logits):
+            combined = None  # a base model (feature_extraction): no logits
+        elif self.classification and self.num_labels == 1:
+            combined = ensemble_predictions(logits, weights)
+        else:
+            combined = ensemble_logits(logits, weights, temperature)
+        primary = teachers[self.ensemble.primary].teacher if self.ensemble.primary else None
+        return ModelOutputs(
+            logits=combined,
+            hidden_states=primary.hidden_states if primary is not None else None,
+            captured=primary.captured if primary is not None else None,
+        )

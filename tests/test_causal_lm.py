@@ -1,0 +1,61 @@
+"""task=causal_lm end to end on tiny Llamas and real WikiText-2 lines: token-level KD with a padded
+teacher vocabulary, the report beyond perplexity, and sequence-level KD (stage=generate, then
+training on the generations)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_RUN, compose
+from distill.generation import load_generations
+from distill.generation.run import generate_stage
+from distill.train import build_run, train
+
+LM_RUN = [
+    *(override for override in TINY_RUN if not override.startswith(("teacher=", "student="))),
+    "task=causal_lm", "data=wikitext2_lm", "loss=token_kd", "module.metrics=[]",
+    "teacher=tiny_llama", "student=tiny_llama",
+    "data.max_length=24", "data.batch_size=4", "data.eval_batch_size=4", "data.train_limit=16", "data.eval_limit=4",
+    "trainer.max_steps=2", "report.latency_repeats=0", "report.sample_tokens=3", "report.save_student=false",
+]
+
+
+def test_token_kd_with_a_padded_teacher_vocabulary_reports_agreement_and_samples(data_dir, tmp_path):
+    # The teacher pads its embedding matrix to 30,528 rows; the tokenizer (and student) has 30,522.
+    cfg = compose([*LM_RUN, "teacher.config.vocab_size=30528", "loss.terms.kd.loss.chunk_size=16"], tmp_path)
+    module, _, _, _ = build_run(cfg)
+    assert module.vocab_size == 30522  # compared on the shared vocabulary, explicitly
+    summary = train(cfg)
+    lm = summary["language_model"]
+    assert summary["metric"] == "perplexity" and summary["student"]["perplexity"] == lm["student_perplexity"]
+    assert lm["vocab_size"] == 30522 and lm["tokens"] == 4 * 23  # 4 packed blocks of 24: 23 next tokens each
+    for key in ("agreement", "agreement_rare_decile", "agreement_frequent_decile", "student_accuracy_rare_decile"):
+        assert 0.0 <= lm[key] <= 1.0, key
+    assert summary["perplexity_ratio"] == pytest.approx(lm["student_perplexity"] / lm["teacher_perplexity"])
+    assert summary["examples_seen"] == {"kd": 8, "ce": 8}
+    samples = (tmp_path / "run" / "samples.md").read_text()
+    assert "The capital of France is" in samples and "| teacher | student |" in samples
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["samples"][0]["prompt"] == "The capital of France is"
+
+
+@pytest.mark.slow
+def test_generate_stage_writes_generations_a_seq_kd_run_learns_from(data_dir, tmp_path):
+    folder = tmp_path / "generations"
+    stage = [*LM_RUN, "stage=generate", f"generate.output_dir={folder}", "generate.max_new_tokens=6",
+             "generate.max_prompt_length=8", "generate.batch_size=4", "generate.shard_size=3",
+             f"+generate.prompts={{file: {data_dir / 'wikitext2/wiki.valid.tokens'}, limit: 7}}"]
+    written = generate_stage(compose(stage, tmp_path))
+    rows = load_generations(folder)
+    assert written["rows"] == len(rows) == 7 and rows["prompt_index"] == list(range(7))
+    assert len(list(folder.glob("shard-*"))) == 3
+    # Training reads the folder as prompt / completion data: only the completions are scored.
+    run = compose([*LM_RUN, "loss=ce", f"data.train_sources=[{{file: {folder}, text_column: prompt, "
+                   "completion_column: completion}]", "data.train_limit=null"], tmp_path)
+    module, datamodule, _, _ = build_run(run)
+    batch = next(iter(datamodule.train_dataloader()))
+    scored = (batch["labels"] != -100).sum(dim=1)
+    assert (scored < batch["attention_mask"].sum(dim=1)).all()  # the prompt tokens are not scored
+    summary = train(run)
+    assert summary["examples_seen"] == {"ce": 7} and summary["language_model"]["tokens"] > 0  # 4 + the last 3
