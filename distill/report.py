@@ -57,3 +57,40 @@ def _latency_cell(figures: dict[str, Any]) -> str:
         return "-"
     spread = figures.get("latency_iqr_ms")
     return f"{figures['latency_ms']:.1f} ms" + (f" ± {spread:.1f}" if spread is not None else "")
+
+
+#: The rows of the language-model table: (label, student key, teacher key) in ``summary["language_model"]``.
+LM_ROWS = (
+    ("perplexity", "student_perplexity", "teacher_perplexity"),
+    ("top-1 accuracy", "student_accuracy", "teacher_accuracy"),
+    ("  rarest decile", "student_accuracy_rare_decile", "teacher_accuracy_rare_decile"),
+    ("  most frequent decile", "student_accuracy_frequent_decile", "teacher_accuracy_frequent_decile"),
+    ("agreement with teacher", "agreement", None),
+    ("  rarest decile", "agreement_rare_decile", None),
+    ("  most frequent decile", "agreement_frequent_decile", None),
+)
+
+
+def render_language_model(summary: dict[str, Any], console: Console | None = None) -> None:
+    """A causal-LM run's figures beyond perplexity (``summary["language_model"]``) and its greedy
+    samples, teacher beside student; nothing for other tasks."""
+    figures = summary.get("language_model")
+    if not figures:
+        return
+    table = Table(title=f"language model on {figures['tokens']} eval tokens")
+    for column in ("", "student", "teacher"):
+        table.add_column(column, justify="right")
+
+    def cell(key: str | None) -> str:
+        value = figures.get(key) if key else None
+        return "-" if value is None else (f"{value:.2f}" if "perplexity" in key else f"{100 * value:.1f}%")
+
+    for label, student_key, teacher_key in LM_ROWS:
+        table.add_row(label, cell(student_key), cell(teacher_key))
+    console = console or Console()
+    console.print(table)
+    for sample in summary.get("samples") or []:
+        console.print(sample["prompt"], markup=False, highlight=False, style="bold")
+        for name, text in sample.items():
+            if name != "prompt":  # generated text may hold [brackets]: no markup
+                console.print(f"  {name:>8}: {text!r}", markup=False, highlight=False)

@@ -32,7 +32,7 @@ from distill.preflight import (
     resumed_stage,
     tokenizer_or_problem,
 )
-from distill.report import render_table
+from distill.report import render_language_model, render_table
 from distill.run_folder import log_saved_paths
 from distill.stages import STAGE_KEYS, stage_configs, stage_problems  # noqa: F401 - re-exported
 from distill.teacher_cache import TeacherOutputCache
@@ -370,4 +370,5 @@ def _write_outputs(summary: dict, module: DistillationModule, tokenizer, output_
     if summary.get("samples"):  # causal LM: greedy continuations, teacher beside student
         write_atomic(output_dir / "samples.md", samples_markdown(summary["samples"]))
     render_table(summary)
+    render_language_model(summary)
 

@@ -9,22 +9,27 @@ import json
 import pytest
 
 from conftest import TINY_RUN, compose
+from distill.errors import ConfigError
 from distill.generation import load_generations
 from distill.generation.run import generate_stage
 from distill.train import build_run, train
 
-LM_RUN = [
+#: The shipped experiments with tiny Llamas in SmolLM2's place (one fwd + bwd of the real 135M teacher
+#: and its 64M student takes seconds, and converting its GGUF 20 s), so these tests are also the
+#: experiments' one-step runs (tests/test_experiments.py leaves them to this file).
+TINY_LMS = [
     *(override for override in TINY_RUN if not override.startswith(("teacher=", "student="))),
-    "task=causal_lm", "data=wikitext2_lm", "loss=token_kd", "module.metrics=[]",
     "teacher=tiny_llama", "student=tiny_llama",
     "data.max_length=24", "data.batch_size=4", "data.eval_batch_size=4", "data.train_limit=16", "data.eval_limit=4",
     "trainer.max_steps=2", "report.latency_repeats=0", "report.sample_tokens=3", "report.save_student=false",
 ]
+TOKEN_KD = ["experiment=smollm2_token_kd", *TINY_LMS]
+SEQ_KD = ["experiment=smollm2_seq_kd", *TINY_LMS]
 
 
 def test_token_kd_with_a_padded_teacher_vocabulary_reports_agreement_and_samples(data_dir, tmp_path):
     # The teacher pads its embedding matrix to 30,528 rows; the tokenizer (and student) has 30,522.
-    cfg = compose([*LM_RUN, "teacher.config.vocab_size=30528", "loss.terms.kd.loss.chunk_size=16"], tmp_path)
+    cfg = compose([*TOKEN_KD, "teacher.config.vocab_size=30528", "loss.terms.kd.loss.chunk_size=16"], tmp_path)
     module, _, _, _ = build_run(cfg)
     assert module.vocab_size == 30522  # compared on the shared vocabulary, explicitly
     summary = train(cfg)
@@ -42,20 +47,27 @@ def test_token_kd_with_a_padded_teacher_vocabulary_reports_agreement_and_samples
 
 @pytest.mark.slow
 def test_generate_stage_writes_generations_a_seq_kd_run_learns_from(data_dir, tmp_path):
+    """experiment=smollm2_seq_kd's two commands: stage=generate, then training on its folder (loss=ce)."""
     folder = tmp_path / "generations"
-    stage = [*LM_RUN, "stage=generate", f"generate.output_dir={folder}", "generate.max_new_tokens=6",
-             "generate.max_prompt_length=8", "generate.batch_size=4", "generate.shard_size=3",
-             f"+generate.prompts={{file: {data_dir / 'wikitext2/wiki.valid.tokens'}, limit: 7}}"]
+    stage = [*SEQ_KD, "stage=generate", f"generate.output_dir={folder}", "generate.max_new_tokens=6",
+             "generate.max_prompt_length=8", "generate.batch_size=4", "generate.shard_size=3", "generate.prompts.limit=7"]
     written = generate_stage(compose(stage, tmp_path))
     rows = load_generations(folder)
     assert written["rows"] == len(rows) == 7 and rows["prompt_index"] == list(range(7))
     assert len(list(folder.glob("shard-*"))) == 3
     # Training reads the folder as prompt / completion data: only the completions are scored.
-    run = compose([*LM_RUN, "loss=ce", f"data.train_sources=[{{file: {folder}, text_column: prompt, "
-                   "completion_column: completion}]", "data.train_limit=null"], tmp_path)
+    run = compose([*SEQ_KD, f"generate.output_dir={folder}", "data.train_limit=null"], tmp_path)
     module, datamodule, _, _ = build_run(run)
     batch = next(iter(datamodule.train_dataloader()))
     scored = (batch["labels"] != -100).sum(dim=1)
     assert (scored < batch["attention_mask"].sum(dim=1)).all()  # the prompt tokens are not scored
     summary = train(run)
     assert summary["examples_seen"] == {"ce": 7} and summary["language_model"]["tokens"] > 0  # 4 + the last 3
+    # The same folder with other settings is refused, naming the difference (nothing is generated).
+    with pytest.raises(ConfigError, match=r"(?s)holds generations of other inputs.*max_new_tokens: stored 6, now 7"):
+        generate_stage(compose([*stage, "generate.max_new_tokens=7"], tmp_path))
+    # An unfinished folder is never read as training data.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(ConfigError, match=r"train_sources\[0\].file=.*is incomplete: 3 of 3 shards written.*stage=generate"):
+        build_run(run)

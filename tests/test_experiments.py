@@ -36,24 +36,14 @@ TEACHER_FINETUNE = {
 }
 
 
-#: The SmolLM2 experiments run here with tiny Llamas in the real models' place (one fwd + bwd of the
-#: 135M teacher and its 64M student takes seconds, and converting its GGUF 20 s): their data, loss,
-#: evaluation and, for sequence-level KD, the generation stage they read are what is checked.
-LM_EXPERIMENTS = {"smollm2_token_kd", "smollm2_seq_kd"}
-TINY_LMS = ["teacher=tiny_llama", "student=tiny_llama", "data.max_length=32", "report.sample_tokens=2"]
+#: The SmolLM2 experiments run in tests/test_causal_lm.py, with tiny Llamas in the real models' place.
+LM_EXPERIMENTS = ["smollm2_token_kd", "smollm2_seq_kd"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name not in HUB_EXPERIMENTS + SAME_PATH])
+@pytest.mark.parametrize("experiment", [name for name in EXPERIMENTS if name not in HUB_EXPERIMENTS + SAME_PATH + LM_EXPERIMENTS])
 def test_experiment_trains_one_step(experiment, data_dir, tmp_path):
-    finetune = [] if experiment in LM_EXPERIMENTS else TEACHER_FINETUNE.get(experiment, ["teacher.finetune.max_steps=2"])
-    if experiment in LM_EXPERIMENTS:
-        finetune = [*TINY_LMS, f"generate.output_dir={tmp_path / 'generations'}"]
-        if experiment == "smollm2_seq_kd":  # its first command: the teacher writes the generations
-            from distill.generation.run import generate_stage
-
-            generate_stage(compose([f"experiment={experiment}", *finetune, "stage=generate", "generate.prompts.limit=8",
-                                    "generate.max_new_tokens=4"], tmp_path))
+    finetune = TEACHER_FINETUNE.get(experiment, ["teacher.finetune.max_steps=2"])
     cfg = compose([f"experiment={experiment}", *QUICK, *finetune], tmp_path)
     summary = train(cfg)
     assert summary["metric"] in summary["student"]

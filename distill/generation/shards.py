@@ -42,8 +42,9 @@ COLUMNS = datasets.Features(
     {"prompt": datasets.Value("string"), "completion": datasets.Value("string"), "prompt_index": datasets.Value("int64")}
 )
 RESUME_HINT = (
-    "call distill.generation.generate_dataset(model, tokenizer, prompts, settings, {folder!r}) again with the "
-    "same model, tokenizer, prompts and settings: it skips the finished shards and writes the rest"
+    "run the same `distill ... stage=generate` command again (or call distill.generation.generate_dataset(model, "
+    "tokenizer, prompts, settings, {folder!r}) with the same arguments): it skips the finished shards and writes "
+    "the rest"
 )
 
 
