@@ -36,7 +36,7 @@ def evaluate_models(module: DistillationModule, datamodule, trainer: L.Trainer, 
     if not module.classification:
         return _evaluate_without_classes(module, datamodule, scores, cfg)
     metric_names = list(cfg.module.metrics)
-    timings = _latencies(module, _latency_inputs(datamodule, cfg), cfg)
+    timings = _latencies(module, _latency_inputs(module, datamodule, cfg), cfg)
 
     def figures(model, prefix: str) -> dict[str, Any]:
         result = {
@@ -101,14 +101,14 @@ def _latencies(module: DistillationModule, inputs: dict, cfg: DictConfig) -> dic
     }
 
 
-def _latency_inputs(datamodule, cfg: DictConfig) -> dict:
+def _latency_inputs(module: DistillationModule, datamodule, cfg: DictConfig) -> dict:
     batch = next(iter(datamodule.val_dataloader()))
     size = int(cfg.report.latency_batch_size)
-    return {key: value[:size] for key, value in batch.items() if key not in ("labels", "label_mask")}
+    return module.model_inputs({key: value[:size] for key, value in batch.items()})
 
 
 def _evaluate_without_classes(module: DistillationModule, datamodule, scores: dict, cfg: DictConfig) -> dict:
-    timings = _latencies(module, _latency_inputs(datamodule, cfg), cfg)
+    timings = _latencies(module, _latency_inputs(module, datamodule, cfg), cfg)
 
     def figures(model, prefix: str) -> dict[str, Any]:
         result: dict[str, Any] = {}

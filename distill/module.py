@@ -47,7 +47,8 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
             the losses see only the masked positions, see :meth:`LossInputs.for_tokens`) or
             ``feature_extraction`` (a base model: hidden states, no logits, no labels) or
             ``causal_lm`` (next-token logits: the losses see the scored positions, shifted once, see
-            :meth:`LossInputs.for_next_tokens`).
+            :meth:`LossInputs.for_next_tokens`) or ``seq2seq_lm`` (an encoder-decoder: the decoder's
+            logits at the labelled target positions; see :meth:`model_inputs`).
         run_config: the resolved run config, stored in checkpoints as hyper-parameters.
         nonfinite: what a NaN/inf training loss does (:mod:`distill.nonfinite`): ``stop`` raises
             :class:`~distill.errors.NonFiniteLossError` naming the step, the terms and whose outputs
@@ -143,6 +144,8 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
             return LossInputs.for_tokens(student, teacher, batch.get("labels"), inputs["attention_mask"])
         if self.task == "causal_lm":  # the one place the next-token shift and its masks happen
             return LossInputs.for_next_tokens(student, teacher, batch["labels"], inputs["attention_mask"], self.vocab_size)
+        if self.task == "seq2seq_lm":  # decoder logits at t predict labels[t]: the rows with a label
+            return LossInputs.for_tokens(student, teacher, batch["labels"], inputs["attention_mask"])
         return LossInputs(
             student=student,
             teacher=teacher,
@@ -156,7 +159,7 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         self, batch: dict[str, torch.Tensor], with_teacher: bool, split: str = "train"
     ) -> tuple[LossInputs, dict[str, LossInputs]]:
         """The run's loss inputs and, with several teachers, each teacher's (same student outputs)."""
-        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
+        inputs = self.model_inputs(batch)
         student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         if self.ensemble is None:
             teacher = self._teacher_outputs(inputs, batch.get("example_index"), split) if with_teacher else None
@@ -172,6 +175,15 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
             combined = self._combined_teacher(per_teacher, self.loss.temperature)
             return dataclasses.replace(any_inputs, teacher=combined), per_teacher
         return dataclasses.replace(any_inputs, teacher=None), per_teacher
+
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What both models read of a batch: everything but the targets; for an encoder-decoder
+        (``seq2seq_lm``) also the decoder's inputs, the labels shifted right behind its start token
+        (made here, once, by the student's own ``prepare_decoder_input_ids_from_labels``)."""
+        inputs = {key: value for key, value in batch.items() if key not in TARGET_KEYS}
+        if self.task == "seq2seq_lm":
+            inputs["decoder_input_ids"] = self.student.prepare_decoder_input_ids_from_labels(labels=batch["labels"])
+        return inputs
 
     def formula(self) -> str:
         """The whole objective as text: the run's loss, and in ``per_teacher`` mode each teacher's

@@ -24,7 +24,7 @@ from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.losses.logits import hard_label_cross_entropy
 
 #: Token tasks: the name of the models' cross-entropy on the scored eval tokens.
-TOKEN_CE_METRICS = {"masked_lm": "mlm_ce", "causal_lm": "lm_ce"}
+TOKEN_CE_METRICS = {"masked_lm": "mlm_ce", "causal_lm": "lm_ce", "seq2seq_lm": "lm_ce"}
 from distill.metrics import build_metrics
 
 if TYPE_CHECKING:

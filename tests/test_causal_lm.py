@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from conftest import TINY_RUN, compose
 from distill.errors import ConfigError
@@ -71,3 +72,34 @@ def test_generate_stage_writes_generations_a_seq_kd_run_learns_from(data_dir, tm
     (folder / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     with pytest.raises(ConfigError, match=r"train_sources\[0\].file=.*is incomplete: 3 of 3 shards written.*stage=generate"):
         build_run(run)
+
+
+@pytest.mark.slow
+def test_seq2seq_teacher_generates_and_a_t5_student_learns_its_completions(data_dir, tmp_path):
+    """The encoder-decoder path: a tiny random T5 teacher writes generations, a tiny T5 student
+    learns them with token-level KD on the decoder's target positions (task=seq2seq_lm)."""
+    folder = tmp_path / "generations"
+    models = ["teacher=tiny_t5", "student=tiny_t5", f"generate.output_dir={folder}"]
+    common = [*(override for override in TINY_LMS if not override.startswith(("teacher=", "student="))), *models]
+    prompts = f"++generate.prompts={{file: {data_dir / 'wikitext2/wiki.valid.tokens'}, limit: 6}}"
+    generate_stage(compose([*common, "stage=generate", "generate.max_new_tokens=5", prompts], tmp_path))
+    assert len(load_generations(folder)) == 6
+    run = compose([*common, "task=seq2seq_lm", "data=generations_seq2seq", "loss=token_kd", "module.metrics=[]",
+                   "data.train_limit=null"], tmp_path)
+    module, datamodule, _, _ = build_run(run)
+    batch = next(iter(datamodule.train_dataloader()))
+    inputs = module.model_inputs(batch)
+    # The decoder reads the targets shifted right behind its start token ([PAD] here); the loss rows
+    # are the labelled target positions, unshifted.
+    assert (inputs["decoder_input_ids"][:, 0] == 0).all()
+    assert torch.equal(inputs["decoder_input_ids"][:, 1:][batch["labels"][:, :-1] != -100],
+                       batch["labels"][:, :-1][batch["labels"][:, :-1] != -100])
+    summary = train(run)
+    assert summary["examples_seen"] == {"kd": 6, "ce": 6} and summary["student"]["lm_ce"] > 0
+
+
+def test_seq2seq_task_refuses_causal_data(tmp_path):
+    cfg = compose([*TOKEN_KD, "task=seq2seq_lm", "teacher=tiny_t5", "student=tiny_t5"], tmp_path)
+    with pytest.raises(ConfigError, match="task=seq2seq_lm reads prompt / completion pairs from "
+                                          "distill.data.Seq2SeqTextDataModule"):
+        build_run(cfg)

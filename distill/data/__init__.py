@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from distill.data.masking import MaskingCollator
     from distill.data.mlm import TextCorpusDataModule
     from distill.data.sampling import LengthGroupedSampler
+    from distill.data.seq2seq import Seq2SeqTextDataModule
 
 __all__ = [
     "CausalTextDataModule",
     "DataConfigError",
     "LengthGroupedSampler",
     "MaskingCollator",
+    "Seq2SeqTextDataModule",
     "TextClassificationDataModule",
     "TextCorpusDataModule",
 ]
@@ -33,6 +35,7 @@ _LOCATIONS = {
     "TextClassificationDataModule": "distill.data.datamodule",
     "LengthGroupedSampler": "distill.data.sampling",
     "MaskingCollator": "distill.data.masking",
+    "Seq2SeqTextDataModule": "distill.data.seq2seq",
     "TextCorpusDataModule": "distill.data.mlm",
 }
 

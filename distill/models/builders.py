@@ -13,6 +13,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PretrainedConfig,
@@ -30,11 +31,14 @@ from distill.models.spec import ModelConfigError, ModelSpec, resolve_name_or_pat
 #: - ``feature_extraction``: the base model (no head): hidden states only, no logits, no labels.
 #: - ``causal_lm``: logits ``(B, T, V)``, labels ``(B, T)`` (the tokens, -100 on padding and prompts);
 #:   the module shifts them once (:meth:`LossInputs.for_next_tokens`): ``(N, V)`` and ``(N,)``.
+#: - ``seq2seq_lm``: an encoder-decoder (T5, BART): decoder logits ``(B, T, V)`` and target labels
+#:   ``(B, T)`` (-100 on padding), no shift: the rows with a label, ``(N, V)`` and ``(N,)``.
 AUTO_MODEL_BY_TASK = {
     "sequence_classification": AutoModelForSequenceClassification,
     "masked_lm": AutoModelForMaskedLM,
     "feature_extraction": AutoModel,
     "causal_lm": AutoModelForCausalLM,
+    "seq2seq_lm": AutoModelForSeq2SeqLM,
 }
 
 #: What each task's logits are: one row per example, one per token, or none at all.
@@ -43,6 +47,7 @@ TASK_LOGITS = {
     "masked_lm": "token",
     "feature_extraction": None,
     "causal_lm": "token",
+    "seq2seq_lm": "token",
 }
 
 log = logging.getLogger(__name__)

@@ -77,6 +77,8 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
             "masked_lm": "masked_lm masks tokens at random in every epoch, so the teacher's outputs change with the data",
             "causal_lm": "a token-level teacher's logits are tokens x 49k-entry vocabularies; the top-k storage it "
                          "needs (distill/losses/topk.py) is not wired into runs yet",
+            "seq2seq_lm": "a token-level teacher's logits are tokens x vocabulary entries; the top-k storage it "
+                          "needs (distill/losses/topk.py) is not wired into runs yet",
         }.get(cfg.get("task"), "a base model has no logits to cache")
         problems.append(f"{why}: task={cfg.get('task')!r} cannot use the teacher cache ({reason}); "
                         "allowed: task=sequence_classification")

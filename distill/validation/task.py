@@ -39,12 +39,14 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
     try:
         from distill.data.causal import CausalTextDataModule
         from distill.data.mlm import TextCorpusDataModule
+        from distill.data.seq2seq import Seq2SeqTextDataModule
 
         data_class = get_object(data_target) if data_target is not None else None
         is_corpus = data_class is not None and issubclass(data_class, TextCorpusDataModule)
-        is_causal = data_class is not None and issubclass(data_class, CausalTextDataModule)
+        is_seq2seq = data_class is not None and issubclass(data_class, Seq2SeqTextDataModule)
+        is_causal = data_class is not None and issubclass(data_class, CausalTextDataModule) and not is_seq2seq
     except Exception:  # noqa: BLE001 - an unimportable target is reported by check_targets
-        is_corpus = is_causal = False
+        is_corpus = is_causal = is_seq2seq = False
     if task == "causal_lm" and not is_causal:
         problems.append(
             f"task=causal_lm reads text from distill.data.CausalTextDataModule (next-token labels, prompt "
@@ -55,6 +57,13 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
             f"data ({data_target}) makes next-token batches for task=causal_lm, not task={task}; use "
             "data=wikitext_sst2_text (masked LM / hidden states) or a labelled data option"
         )
+    if task == "seq2seq_lm" and not is_seq2seq:
+        problems.append(
+            f"task=seq2seq_lm reads prompt / completion pairs from distill.data.Seq2SeqTextDataModule, but data "
+            f"is {data_target}; use e.g. data=generations_seq2seq (a generation stage's folder)"
+        )
+    elif task != "seq2seq_lm" and is_seq2seq:
+        problems.append(f"data ({data_target}) makes encoder-decoder batches for task=seq2seq_lm, not task={task}")
     if task == "sequence_classification":
         if is_corpus:
             problems.append(
@@ -63,7 +72,7 @@ def task_problems(cfg: DictConfig, loss, teacher: ModelSpec | None) -> list[str]
                 "labelled data option (data=sst2 ...)"
             )
         return problems
-    if not is_corpus and task != "causal_lm":
+    if not is_corpus and task not in ("causal_lm", "seq2seq_lm"):
         problems.append(
             f"task={task} reads unlabelled text from distill.data.TextCorpusDataModule, but data is "
             f"{data_target}; use e.g. data=wikitext_sst2_text"
