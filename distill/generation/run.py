@@ -85,19 +85,13 @@ def _teacher(cfg: DictConfig):
     ``is_encoder_decoder``; on the GPU when there is one and the trainer may use it."""
     import torch
     from hydra.utils import instantiate
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from distill.models import ModelSpec, load_model_config, load_tokenizer
-    from distill.models.builders import _from_pretrained
+    from distill.models import ModelSpec, build_model, load_model_config, load_tokenizer
 
     spec: ModelSpec = instantiate(cfg.teacher)
-    config = load_model_config(spec, 0)
-    auto_class = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
-    if spec.name_or_path is not None:
-        model, _ = _from_pretrained(auto_class, spec.name_or_path, dtype=getattr(torch, spec.dtype))
-    else:
-        torch.manual_seed(int(cfg.seed))
-        model = auto_class.from_config(config, dtype=getattr(torch, spec.dtype))
+    task = "seq2seq_lm" if getattr(load_model_config(spec, 0), "is_encoder_decoder", False) else "causal_lm"
+    torch.manual_seed(int(cfg.seed))  # a config-built (random) teacher is the same for every run of a seed
+    model, _ = build_model(spec, 0, task=task)
     use_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") not in ("cpu",)
     return model.to("cuda" if use_gpu else "cpu"), load_tokenizer(spec)
 
