@@ -180,8 +180,8 @@ def general(overrides, tmp_path, task="feature_extraction", loss="pretrain_hidde
 
 def test_task_outside_the_allowed_list(tmp_path):
     problems, _, _ = check_run_config(compose([*TINY_RUN, "task=token_classification"], tmp_path))
-    assert any("task='token_classification' is not one of ['feature_extraction', 'masked_lm', 'sequence_classification']" in p
-               for p in problems)
+    allowed = "['causal_lm', 'feature_extraction', 'masked_lm', 'seq2seq_lm', 'sequence_classification']"
+    assert any(f"task='token_classification' is not one of {allowed}" in p for p in problems)
 
 
 def test_logit_terms_are_refused_without_logits(tmp_path):

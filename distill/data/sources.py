@@ -246,7 +246,7 @@ def read_text_source(
         )
         return None if dataset is None else (dataset, hub_name(str(hub_dataset), hub_subset, hub_split))
     path = resolve_path(str(file))
-    if path.is_dir():  # a generation stage's output (distill stage=generate): an HF dataset in shards
+    if path.is_dir() and _is_generation_folder(path):  # a generation stage's output (stage=generate)
         from distill.generation import IncompleteGenerations, load_generations
 
         try:
@@ -262,6 +262,12 @@ def read_text_source(
         return None
     dataset, resolved = read
     return dataset, f"{resolved} file {path}"
+
+
+def _is_generation_folder(path: Path) -> bool:
+    from distill.generation.shards import MANIFEST
+
+    return (path / MANIFEST).is_file()
 
 
 def non_blank_texts(
