@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,34 @@ def staged_folder(target: str | Path) -> Path:
     staged = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     os.chmod(staged, folder_mode())
     return staged
+
+
+def write_folder_atomically(target: str | Path, build: Callable[[Path], None]) -> Path:
+    """``build(staged)`` fills a staged sibling of ``target``, which then gets a plain ``mkdir``'s
+    modes and is renamed onto ``target`` (which must not hold files); a build that fails or is
+    interrupted removes its staged folder and leaves ``target`` as it was."""
+    target = Path(target)
+    staged = staged_folder(target)
+    try:
+        build(staged)
+        apply_umask_modes(staged)
+        os.replace(staged, target)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return target
+
+
+def remove_staged_leftovers(target: str | Path) -> list[Path]:
+    """Remove the staged siblings of ``target`` (``.<name>.tmp-*``) a killed writer left; returns them."""
+    target = Path(target)
+    stale = sorted(target.parent.glob(f".{target.name}.tmp-*"))
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:

@@ -144,8 +144,9 @@ class CausalTextDataModule(TextCorpusDataModule):
         self._texts = {"train": [], "eval": []}
         self.train_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
         self.token_counts = self._scored_token_counts(self.train_dataset)
-        for split, dataset in (("train", self.train_dataset), ("eval", self.eval_dataset)):
-            tokens = sum(len(ids) for ids in dataset["input_ids"])
+        eval_tokens = sum(len(ids) for ids in self.eval_dataset["input_ids"])
+        for split, dataset, tokens in (("train", self.train_dataset, sum(self.train_lengths)),
+                                       ("eval", self.eval_dataset, eval_tokens)):
             log.info("%s text: %d examples, %d tokens, from %s", split, len(dataset), tokens,
                      "; ".join(self.data_sources[split]))
 

@@ -86,6 +86,42 @@ class TextSource:
         return source, problems
 
 
+def load_text_source(source: TextSource, field: str, problems: list[str]) -> tuple[datasets.Dataset, str] | None:
+    """The non-blank texts of ``source`` (column ``text``, and ``completion`` when the source has a
+    ``completion_column``), at most ``source.limit``, and where they came from; ``None`` with the
+    problem (naming ``field``'s keys) recorded."""
+    read = read_text_source(
+        field, problems, file=source.file, file_format=source.file_format, hub_dataset=source.hub_dataset,
+        hub_subset=source.hub_subset, hub_split=source.split, hub_split_key="split",
+    )
+    if read is None:
+        return None
+    dataset, name = read
+    if source.text_column not in dataset.column_names:
+        problems.append(
+            f"{field}.text_column={source.text_column!r} is not a column of the {name}. Available columns: "
+            f"{format_list(dataset.column_names)}. Fix: set {field}.text_column."
+        )
+        return None
+    column, completion = source.text_column, source.completion_column
+    if completion is not None and completion not in dataset.column_names:
+        problems.append(
+            f"{field}.completion_column={completion!r} is not a column of the {name}. Available columns: "
+            f"{format_list(dataset.column_names)}. Fix: set {field}.completion_column (or null: plain text)."
+        )
+        return None
+    renames = {column: "text"} if completion is None else {column: "text", completion: "completion"}
+    dataset = dataset.select_columns(list(renames))
+    dataset = dataset.rename_columns({old: new for old, new in renames.items() if old != new})
+    for kept in renames.values():  # TSV gives large_string: one type to concatenate
+        if dataset.features[kept] != datasets.Value("string"):
+            dataset = dataset.cast_column(kept, datasets.Value("string"))
+    dataset = non_blank_texts(dataset, "text", source.limit, problems, field=field, where=name)
+    if dataset is None:
+        return None
+    return dataset, f"{name} [{column if completion is None else f'{column} -> {completion}'}]"
+
+
 def _parse_sources(values: Any, field: str) -> tuple[list[TextSource], list[str]]:
     if values is None or isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence) or not values:
         return [], [f"data.{field} must be a non-empty list of sources, e.g. [{{file: wiki.test.tokens}}]; got {values!r}"]
@@ -254,37 +290,11 @@ class TextCorpusDataModule(BatchedTextDataModule):
             log.info("%s text: %d examples from %s", split, len(dataset), "; ".join(self.data_sources[split]))
 
     def _load_source(self, source: TextSource, field: str, split: str, problems: list[str]) -> datasets.Dataset | None:
-        read = read_text_source(
-            field, problems, file=source.file, file_format=source.file_format, hub_dataset=source.hub_dataset,
-            hub_subset=source.hub_subset, hub_split=source.split, hub_split_key="split",
-        )
-        if read is None:
+        loaded = load_text_source(source, field, problems)
+        if loaded is None:
             return None
-        dataset, name = read
-        if source.text_column not in dataset.column_names:
-            problems.append(
-                f"{field}.text_column={source.text_column!r} is not a column of the {name}. Available columns: "
-                f"{format_list(dataset.column_names)}. Fix: set {field}.text_column."
-            )
-            return None
-        column, completion = source.text_column, source.completion_column
-        if completion is not None and completion not in dataset.column_names:
-            problems.append(
-                f"{field}.completion_column={completion!r} is not a column of the {name}. Available columns: "
-                f"{format_list(dataset.column_names)}. Fix: set {field}.completion_column (or null: plain text)."
-            )
-            return None
-        renames = {column: "text"} if completion is None else {column: "text", completion: "completion"}
-        dataset = dataset.select_columns(list(renames))
-        dataset = dataset.rename_columns({old: new for old, new in renames.items() if old != new})
-        for kept in renames.values():  # TSV gives large_string: one type to concatenate
-            if dataset.features[kept] != datasets.Value("string"):
-                dataset = dataset.cast_column(kept, datasets.Value("string"))
-        dataset = non_blank_texts(dataset, "text", source.limit, problems, field=field, where=name)
-        if dataset is None:
-            return None
-        shown = column if completion is None else f"{column} -> {completion}"
-        self.data_sources[split].append(f"{name} [{shown}]: {len(dataset)} texts")
+        dataset, where = loaded
+        self.data_sources[split].append(f"{where}: {len(dataset)} texts")
         return dataset
 
     def _tokenize(self, split: str, parts: list[datasets.Dataset], limit: int | None) -> datasets.Dataset:
@@ -344,6 +354,7 @@ __all__ = [
     "MaskingCollator",
     "TextCorpusDataModule",
     "TextSource",
+    "load_text_source",
     "mask_tokens",
     "selection_probabilities",
     "token_weights",

@@ -43,8 +43,7 @@ def generate_settings(cfg: DictConfig) -> tuple[GenerationSettings | None, list[
 
 def read_prompts(cfg: DictConfig, problems: list[str]) -> list[str]:
     """The prompt texts of ``generate.prompts`` (a text source, as in ``data.train_sources``)."""
-    from distill.data.mlm import TextSource
-    from distill.data.sources import non_blank_texts, read_text_source
+    from distill.data.mlm import TextSource, load_text_source
 
     value = cfg.generate.get("prompts")
     if value is None:
@@ -55,23 +54,8 @@ def read_prompts(cfg: DictConfig, problems: list[str]) -> list[str]:
         return []
     source, found = TextSource.parse(OmegaConf.to_container(value, resolve=True), "generate.prompts")
     problems.extend(found)
-    if found or source is None:
-        return []
-    read = read_text_source(
-        "generate.prompts", problems, file=source.file, file_format=source.file_format,
-        hub_dataset=source.hub_dataset, hub_subset=source.hub_subset, hub_split=source.split, hub_split_key="split",
-    )
-    if read is None:
-        return []
-    dataset, where = read
-    if source.text_column not in dataset.column_names:
-        problems.append(
-            f"generate.prompts.text_column={source.text_column!r} is not a column of the {where}; "
-            f"available: {dataset.column_names}"
-        )
-        return []
-    texts = non_blank_texts(dataset, source.text_column, source.limit, problems, field="generate.prompts", where=where)
-    return [] if texts is None else [str(text).strip() for text in texts[source.text_column]]
+    loaded = None if found or source is None else load_text_source(source, "generate.prompts", problems)
+    return [] if loaded is None else [text.strip() for text in loaded[0]["text"]]
 
 
 def output_folder(cfg: DictConfig) -> Path:

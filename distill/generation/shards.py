@@ -30,7 +30,7 @@ from typing import Any
 import datasets
 from filelock import FileLock, Timeout
 
-from distill.atomic import apply_umask_modes, staged_folder, write_json_atomic
+from distill.atomic import write_folder_atomically, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,17 @@ class GenerationStore:
 
     def write_shard(self, index: int, rows: dict[str, list]) -> Path:
         """Save ``rows`` (the :data:`COLUMNS`) as shard ``index``: staged, flushed, renamed into place."""
-        target = self.folder / shard_name(index)
-        staged = staged_folder(target)
+        def save(staged: Path) -> None:
+            datasets.Dataset.from_dict(rows, features=COLUMNS).save_to_disk(str(staged))
+            _fsync_tree(staged)
+
         bars_were_on = datasets.is_progress_bar_enabled()
         try:
             datasets.disable_progress_bars()  # one "Saving the dataset" bar per shard is noise
-            datasets.Dataset.from_dict(rows, features=COLUMNS).save_to_disk(str(staged))
-            _fsync_tree(staged)
-            apply_umask_modes(staged)
-            os.rename(staged, target)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
+            return write_folder_atomically(self.folder / shard_name(index), save)
         finally:
             if bars_were_on:
                 datasets.enable_progress_bars()
-        return target
 
     def mark_complete(self) -> None:
         self.manifest = {**self.manifest, "complete": True, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

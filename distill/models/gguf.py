@@ -23,7 +23,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from distill.atomic import apply_umask_modes, staged_folder
+from distill.atomic import remove_staged_leftovers, write_folder_atomically
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,9 @@ def converted_folder(gguf: Path, cache_dir: str | os.PathLike[str] | None = None
     with FileLock(f"{target}.lock"):
         if (target / COMPLETE_MARKER).is_file():  # converted by another process meanwhile
             return target
-        for stale in root.glob(f".{target.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_staged_leftovers(target)
         shutil.rmtree(target, ignore_errors=True)
-        staged = staged_folder(target)
-        try:
-            _convert(gguf, staged)
-            apply_umask_modes(staged)
-            os.replace(staged, target)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
+        write_folder_atomically(target, lambda staged: _convert(gguf, staged))
     return target
 
 

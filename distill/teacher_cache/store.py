@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from filelock import FileLock
 
-from distill.atomic import apply_umask_modes, staged_folder, write_atomic
+from distill.atomic import remove_staged_leftovers, write_atomic, write_folder_atomically
 from distill.teacher_cache.identity import CACHE_FORMAT, CacheIdentity
 
 log = logging.getLogger(__name__)
@@ -167,18 +167,10 @@ def build_atomically(folder: str | os.PathLike[str], build: Callable[[Path], Non
         existing = open_cache(folder)  # built by another process while this one waited
         if existing is not None:
             return existing, False
-        for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
-            log.info("teacher cache: removing %s, left by a build that did not finish", stale)
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in remove_staged_leftovers(folder):
+            log.info("teacher cache: removed %s, left by a build that did not finish", stale)
         if folder.exists():
             log.warning("teacher cache: %s is incomplete (no manifest or a short array); rebuilding it", folder)
             shutil.rmtree(folder)
-        staged = staged_folder(folder)
-        try:
-            build(staged)
-            apply_umask_modes(staged)
-            os.replace(staged, folder)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
+        write_folder_atomically(folder, build)
     return TeacherOutputCache(folder), True
