@@ -7,7 +7,7 @@ from distill.losses.attention import (
     relation_kl,
     scaled_scores,
 )
-from distill.losses.base import FieldError, LossInputs, LossTerm, ModelOutputs, ModelShape, masked_mean
+from distill.losses.base import FieldError, LossInputs, LossTerm, ModelOutputs, ModelShape, TopKLogits, masked_mean
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions, normalised_weights
 from distill.losses.hidden import (
     CosineHidden,
@@ -49,6 +49,7 @@ __all__ = [
     "AttentionScoreMSE",
     "MiniLMRelations",
     "MODULE_METRICS",
+    "TopKLogits",
     "ModuleOutputLoss",
     "module_output_distance",
     "attention_score_mse",

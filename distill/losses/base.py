@@ -15,6 +15,45 @@ import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class TopKLogits:
+    """A token-level teacher as a cache stores it, in the place of its ``(..., V)`` logits
+    (:mod:`distill.losses.topk`: what is kept, and the KL computed from it).
+
+    Attributes:
+        values: ``(..., k)`` the ``k`` largest logits (raw, any float dtype).
+        indices: ``(..., k)`` their vocabulary indices (int64).
+        tail_logsumexp: ``(...)`` float32 log-sum-exp of the other logits divided by ``temperature``.
+        temperature: the ``T`` the tail was computed for; a loss at another ``T`` refuses it.
+
+    Indexing applies to the leading dimensions of all three (``teacher[:, :-1]``,
+    ``teacher[positions]``), as it would to logits.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+    tail_logsumexp: torch.Tensor
+    temperature: float
+
+    def __getitem__(self, index) -> TopKLogits:
+        return TopKLogits(self.values[index], self.indices[index], self.tail_logsumexp[index], self.temperature)
+
+    @property
+    def k(self) -> int:
+        return self.values.size(-1)
+
+    @property
+    def rows_shape(self) -> tuple[int, ...]:
+        """The leading (row) dimensions, e.g. ``(B, T)`` or ``(N,)``."""
+        return tuple(self.tail_logsumexp.shape)
+
+    def reshape_rows(self) -> TopKLogits:
+        """Rows flattened: ``(N, k)``, ``(N,)``."""
+        k = self.k
+        return TopKLogits(self.values.reshape(-1, k), self.indices.reshape(-1, k), self.tail_logsumexp.reshape(-1),
+                          self.temperature)
+
+
 @dataclass
 class ModelOutputs:
     """Tensors one model produced for a batch.
@@ -22,7 +61,8 @@ class ModelOutputs:
     Attributes:
         logits: ``(B, C)`` for sequence tasks; for token-level tasks ``(B, T, V)`` as the model
             returns them, ``(N, V)`` once :meth:`at_positions` kept the ``N`` selected positions;
-            ``None`` for a model without a head (``task: feature_extraction``).
+            ``None`` for a model without a head (``task: feature_extraction``); a cached
+            token-level teacher's :class:`TopKLogits` in their place.
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
             no loss asked for them.
         captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
@@ -31,7 +71,7 @@ class ModelOutputs:
             element of its tuple, any shape); ``None`` when none was asked for.
     """
 
-    logits: torch.Tensor | None
+    logits: torch.Tensor | TopKLogits | None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     captured: dict[str, list[torch.Tensor]] | None = None
 
@@ -160,7 +200,11 @@ class LossInputs:
         positions = next_token_positions(labels, ignore_index)
 
         def rows(outputs: ModelOutputs) -> ModelOutputs:
-            logits = None if outputs.logits is None else outputs.logits[:, :-1, :vocab_size]
+            logits = outputs.logits
+            if isinstance(logits, TopKLogits):  # a cached teacher: its vocabulary was cut when stored
+                logits = logits[:, :-1]
+            elif logits is not None:
+                logits = logits[:, :-1, :vocab_size]
             return dataclasses.replace(outputs, logits=logits).at_positions(positions)
 
         return cls(

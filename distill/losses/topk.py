@@ -23,6 +23,13 @@ By the data-processing inequality it is never above the full KL, equals it when 
 tail is empty) and, unlike renormalising the top-k (DistillKit's default), never pushes the
 student to put the tail's mass on the kept tokens. ``tail_logsumexp`` depends on :math:`T`: a cache
 stores it for the temperatures it was built for.
+
+Its gradient in :math:`s = z^s / T` (per row, before :math:`T^2` and the mean) is
+:math:`q - r`, with :math:`q = \sigma(s)` and the *effective target* :math:`r_i = p^t_i` on the kept
+tokens and :math:`r_j = p^t_{tail}\, q_j / q_{tail}` on the others: the tail's mass is spread over
+the other tokens as the student itself spreads it. :func:`top_k_chunk_terms` computes value and
+gradient together for :mod:`distill.losses.tokens`' chunked pass (``token_forward_kl`` with a
+:class:`TopKLogits` teacher).
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.losses.base import masked_mean
+from distill.losses.base import TopKLogits, masked_mean
+
+__all__ = ["TopKLogits", "tail_logsumexp", "top_k_chunk_terms", "top_k_soft_target_kl", "top_k_with_tail"]
 
 
 def top_k_with_tail(logits: torch.Tensor, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,8 +48,13 @@ def top_k_with_tail(logits: torch.Tensor, k: int, temperature: float) -> tuple[t
     (``-inf`` when ``k = V``). Computed in float32."""
     logits = logits.float()
     values, indices = logits.topk(k, dim=-1)
-    tail = (logits / temperature).scatter(-1, indices, float("-inf"))
-    return values, indices, tail.logsumexp(dim=-1)
+    return values, indices, tail_logsumexp(logits, indices, temperature)
+
+
+def tail_logsumexp(logits: torch.Tensor, indices: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log Σ_{j ∉ indices} exp(z_j / T)`` per row of ``logits`` ``(..., V)`` (float32; ``-inf`` when
+    ``indices`` covers the row): a cache stores one per temperature it serves."""
+    return (logits.float() / temperature).scatter(-1, indices, float("-inf")).logsumexp(dim=-1)
 
 
 def top_k_soft_target_kl(
@@ -81,3 +95,47 @@ def top_k_soft_target_kl(
     # 0·log(0/x) = 0: an empty tail (k = V) adds nothing, not NaN.
     tail_term = torch.where(tail_mass > 0, tail_mass * (teacher_log_tail - student_log_tail), torch.zeros_like(tail_mass))
     return masked_mean(kept + tail_term, mask) * temperature**2
+
+
+def top_k_chunk_terms(
+    student: torch.Tensor,
+    values: torch.Tensor,
+    indices: torch.Tensor,
+    tail_logsumexp: torch.Tensor,
+    temperature: float,
+    want_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-row coarsened KLs ``(C,)`` (without T²) of one chunk, and, when ``want_grad``, their
+    gradient in ``student / temperature`` ``(C, V)``: ``q - r`` (module docstring).
+
+    ``student`` is a fresh ``(C, V)`` buffer in the compute dtype, overwritten in place; ``values``
+    ``(C, k)`` in the compute dtype, ``indices`` ``(C, k)`` int64, ``tail_logsumexp`` ``(C,)``.
+    """
+    if temperature != 1.0:
+        student.div_(temperature)
+        values = values / temperature
+    total = torch.logaddexp(values.logsumexp(-1), tail_logsumexp.to(values.dtype))  # log Σ_all e^{z_t/T}
+    teacher_log_kept = values - total.unsqueeze(-1)  # (C, k)
+    teacher_log_tail = tail_logsumexp.to(values.dtype) - total  # (C,)
+    # log q: in place, as in tokens._log_softmax_
+    student.sub_(student.amax(-1, keepdim=True))
+    log_q = student.sub_(student.exp().sum(-1, keepdim=True).log_())
+    log_q_kept = log_q.gather(-1, indices)  # (C, k)
+    log_q_tail = log_q.scatter(-1, indices, float("-inf")).logsumexp(-1)  # (C,)
+    p_kept = teacher_log_kept.exp()
+    p_tail = teacher_log_tail.exp()
+    kept = (p_kept * (teacher_log_kept - log_q_kept)).sum(-1)
+    # 0·log(0/x) = 0: an empty tail (k = V) adds nothing, not NaN.
+    empty = p_tail == 0
+    tail = torch.where(empty, torch.zeros_like(p_tail), p_tail * (teacher_log_tail - log_q_tail))
+    rows = kept + tail
+    if not want_grad:
+        return rows, None
+    # q − r. On the others r_j = p_tail·q_j/q_tail = exp(log q_j + δ), δ = log p_tail − log q_tail,
+    # which never overflows (log q_j ≤ log q_tail); an empty tail has δ = −inf (r_j = 0).
+    delta = torch.where(empty, torch.full_like(p_tail, float("-inf")), teacher_log_tail - log_q_tail)
+    spread = torch.add(log_q, delta.unsqueeze(-1)).exp_()
+    q_kept = log_q_kept.exp()
+    grad = log_q.exp_().sub_(spread)
+    del spread
+    return rows, grad.scatter_(-1, indices, q_kept - p_kept)

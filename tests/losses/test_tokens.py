@@ -170,11 +170,11 @@ def test_loss_weight_scales_the_gradient_and_teacher_gets_none():
 
 def test_no_gradient_work_under_no_grad(monkeypatch):
     student, teacher = logits(seed=9)
-    from distill.losses import tokens
+    from distill.losses import chunked
 
     computed = []
-    chunk_terms = tokens._chunk_terms
-    monkeypatch.setattr(tokens, "_chunk_terms", lambda *args: computed.append(args[-1]) or chunk_terms(*args))
+    chunk_terms = chunked._chunk_terms
+    monkeypatch.setattr(chunked, "_chunk_terms", lambda *args: computed.append(args[-1]) or chunk_terms(*args))
     with torch.no_grad():
         value = generalized_jsd(student.requires_grad_(True), teacher, 2.0, 0.5, 2)
     assert not value.requires_grad and computed == [False] * 3  # 5 rows in chunks of 2, no gradient

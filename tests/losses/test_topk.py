@@ -53,3 +53,71 @@ def test_top_k_kl_gradient_reaches_every_student_logit_and_is_finite():
     top_k_soft_target_kl(student, values, indices, tail, 1.0).backward()
     assert torch.isfinite(student.grad).all()
     assert (student.grad[0, :2] < 0).all() and (student.grad[0, 2:] > 0).all()  # kept tokens up, tail down
+
+
+# --- the chunked form the token losses use (token_forward_kl with a TopKLogits teacher) -----------
+
+import pytest  # noqa: E402
+
+from distill.losses.tokens import token_forward_kl, token_reverse_kl  # noqa: E402
+from distill.losses.topk import TopKLogits  # noqa: E402
+
+
+def _stored(teacher: torch.Tensor, k: int, T: float, dtype=torch.float32) -> TopKLogits:
+    values, indices, tail = top_k_with_tail(teacher, k, T)
+    return TopKLogits(values.to(dtype), indices, tail, T)
+
+
+def _value_and_grad(function, student):
+    student = student.detach().clone().requires_grad_(True)
+    value = function(student)
+    value.backward()
+    return value.detach(), student.grad
+
+
+@pytest.mark.parametrize("T", [1.0, 2.0])
+@pytest.mark.parametrize("chunk_size", [1, 3, 7, None])
+def test_chunked_top_k_kl_equals_the_reference_in_value_and_gradient(T, chunk_size):
+    generator = torch.Generator().manual_seed(1)
+    teacher, student = torch.randn(7, 40, generator=generator) * 3, torch.randn(7, 40, generator=generator) * 3
+    values, indices, tail = top_k_with_tail(teacher, 6, T)
+    expected, expected_grad = _value_and_grad(lambda s: top_k_soft_target_kl(s, values, indices, tail, T), student)
+    got, grad = _value_and_grad(lambda s: token_forward_kl(s, TopKLogits(values, indices, tail, T), T, chunk_size), student)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_top_k_kl_at_k_equal_v_is_the_full_token_kl():
+    generator = torch.Generator().manual_seed(2)
+    teacher, student = torch.randn(9, 30, generator=generator) * 2, torch.randn(9, 30, generator=generator) * 2
+    for T in (1.0, 4.0):
+        expected, expected_grad = _value_and_grad(lambda s: token_forward_kl(s, teacher, T, 4), student)
+        got, grad = _value_and_grad(lambda s: token_forward_kl(s, _stored(teacher, 30, T), T, 4), student)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_chunked_top_k_kl_passes_gradcheck_in_float64():
+    generator = torch.Generator().manual_seed(3)
+    teacher = torch.randn(4, 12, generator=generator, dtype=torch.float64)
+    student = torch.randn(4, 12, generator=generator, dtype=torch.float64, requires_grad=True)
+    stored = _stored(teacher, 3, 2.0, torch.float64)
+    assert torch.autograd.gradcheck(lambda s: token_forward_kl(s, stored, 2.0, 3), (student,))
+
+
+def test_a_tail_the_student_rules_out_gives_a_finite_gradient_that_raises_the_tail():
+    teacher = torch.tensor([[2.0, 1.0, 1.0, 1.0]])
+    student = torch.tensor([[200.0, 0.0, -150.0, -150.0]])  # q_tail underflows to 0 in float32
+    value, grad = _value_and_grad(lambda s: token_forward_kl(s, _stored(teacher, 2, 1.0), 1.0), student)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert grad[0, 0] > 0 and (grad[0, 1:] <= 0).all()  # mass moves off the student's peak
+
+
+def test_a_top_k_teacher_is_refused_by_reverse_kl_and_at_another_temperature():
+    teacher, student = torch.randn(3, 10), torch.randn(3, 10)
+    with pytest.raises(ValueError, match="forward KL .*loss=token_kd"):
+        token_reverse_kl(student, _stored(teacher, 4, 1.0), 1.0)
+    with pytest.raises(ValueError, match="stored at T=2.*T=1"):
+        token_forward_kl(student, _stored(teacher, 4, 2.0), 1.0)
+    with pytest.raises(ValueError, match=r"rows \(3,\) differ"):
+        token_forward_kl(torch.randn(4, 10), _stored(teacher, 4, 1.0), 1.0)
