@@ -162,7 +162,7 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         inputs = self.model_inputs(batch)
         student = model_outputs(self.student, inputs, self.hidden_states_needed, self._student_capture)
         if self.ensemble is None:
-            teacher = self._teacher_outputs(inputs, batch.get("example_index"), split) if with_teacher else None
+            teacher = self._teacher_outputs(inputs, batch, split) if with_teacher else None
             return self._inputs_for(batch, inputs, student, teacher), {}
         if not with_teacher:
             return self._inputs_for(batch, inputs, student, None), {}

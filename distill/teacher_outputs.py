@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distill.losses import LossInputs, LossMix, ModelOutputs
+from distill.losses import LossInputs, LossMix, ModelOutputs, TopKLogits
+from distill.losses.base import next_token_positions
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.models.capture import capture_outputs
 
@@ -74,9 +75,12 @@ class TeacherOutputs:
             frozen.model.eval()
         return self
 
-    def _teacher_outputs(self, inputs: dict[str, torch.Tensor], example_index: torch.Tensor | None, split: str) -> ModelOutputs | None:
+    def _teacher_outputs(
+        self, inputs: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], split: str
+    ) -> ModelOutputs | None:
         """The teacher's outputs under no_grad, in eval mode, on the batch's device; with a teacher
-        cache, its stored logits of the batch's examples (``split``: ``train`` or ``eval``).
+        cache holding ``split`` (``train`` or ``eval``), its stored logits of the batch's examples
+        (found by the batch's ``example_index``).
 
         This is the one place the single teacher's outputs come from. Several teachers:
         :meth:`_ensemble_outputs`, the one place theirs come from.
@@ -84,18 +88,42 @@ class TeacherOutputs:
         teacher = self.teacher
         if teacher is None:
             return None
-        if self.teacher_cache is not None:
+        if self.teacher_cache is not None and split in self.teacher_cache.splits:
+            example_index = batch.get("example_index")
             if example_index is None:
                 raise ValueError(
                     "teacher_cache: the batch has no example_index, so its cached teacher outputs cannot be "
                     "found; use the run's data module (its datasets carry the column)"
                 )
+            if self.teacher_cache.token_level(split):
+                return ModelOutputs(logits=self._cached_top_k(split, example_index, batch["labels"]))
             return ModelOutputs(logits=self.teacher_cache.logits(split, example_index))
         device = inputs["input_ids"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
         with torch.no_grad():
             return model_outputs(teacher, inputs, self.hidden_states_needed, self._teacher.capture)
+
+    def _cached_top_k(self, split: str, example_index: torch.Tensor, labels: torch.Tensor) -> TopKLogits:
+        """A causal LM teacher's stored top-k rows laid out as its logits would be, ``(B, T, k)``:
+        each example's rows at the positions that predict a scored label (where
+        :meth:`~distill.losses.LossInputs.for_next_tokens` reads them; the others stay zero)."""
+        rows, counts = self.teacher_cache.token_top_k(split, example_index, self.loss.temperature)
+        positions = next_token_positions(labels)  # (B, T - 1)
+        scored = positions.sum(1)
+        if not torch.equal(scored, counts.to(scored.device)):
+            raise ValueError(
+                f"teacher cache: examples {example_index.tolist()} score {scored.tolist()} positions in this batch, "
+                f"the cache stored {counts.tolist()}; the data's labels differ from those it was built on"
+            )
+        batch_size, length = labels.shape
+        values = rows.values.new_zeros(batch_size, length, rows.k)
+        indices = rows.indices.new_zeros(batch_size, length, rows.k)
+        tails = rows.tail_logsumexp.new_zeros(batch_size, length)
+        values[:, :-1][positions] = rows.values
+        indices[:, :-1][positions] = rows.indices
+        tails[:, :-1][positions] = rows.tail_logsumexp
+        return TopKLogits(values, indices, tails, rows.temperature)
 
     def _ensemble_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, ModelOutputs]:
         """Each teacher's outputs under no_grad, in eval mode, on the batch's device (one forward

@@ -7,6 +7,7 @@ step time and fit / whole-run wall time, their ratios, and the final metrics sid
 
     DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py                       # distilbert_task, 700 steps
     DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py --seeds 0 1 2 -- trainer.max_steps=200
+    DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py --experiment smollm2_token_kd -- data.train_limit=800
 
 Goals (issue: teacher cache): cached step <= 1.10x the student-only step; metrics equal within
 float16 rounding (teacher_cache.dtype=float32 for identical teacher targets).
@@ -48,6 +49,16 @@ def run_config(overrides: list[str], output_dir: Path, cache_dir: str | None):
     return cfg
 
 
+def _headline(summary: dict) -> dict:
+    """The student's figures printed per run: the task metric (accuracy and F1, or perplexity) and
+    its agreement with the teacher."""
+    student = summary["student"]
+    figures = {key: student[key] for key in ("accuracy", "f1", "perplexity", "agreement") if student.get(key) is not None}
+    if "language_model" in summary:
+        figures["agreement"] = summary["language_model"]["agreement"]
+    return {key: round(value, 4) for key, value in figures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="distilbert_task")
@@ -87,8 +98,7 @@ def main() -> None:
     print(f"\n{args.experiment}, seeds {args.seeds}, medians over seeds")
     print(f"{'':>14} {'step ms':>9} {'fit s':>8} {'run s':>8}  metrics per seed")
     for way in WAYS:
-        metrics = [json.dumps({k: round(v, 4) for k, v in s["student"].items() if k in ("accuracy", "f1")})
-                   for s in results[way]]
+        metrics = [json.dumps(_headline(s)) for s in results[way]]
         print(f"{way:>14} {step[way]:>9.1f} {fit[way]:>8.1f} {whole[way]:>8.1f}  {' '.join(metrics)}")
     print(f"step: online / cached {step['online'] / step['cached']:.3f}x; cached / student-only "
           f"{step['cached'] / step['student_only']:.3f} (goal <= 1.10)")

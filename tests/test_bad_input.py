@@ -155,6 +155,16 @@ CASES = {
         ["stage='cache': allowed ['train', 'cache_teacher', 'generate']",
          "teacher_cache.dtype='int8': allowed ['float16', 'float32']"],
     ),
+    "token cache and reverse KL": (
+        ["task=causal_lm", "data=wikitext2_lm", "module.metrics=[]", "loss=token_reverse_kd", "teacher=tiny_llama",
+         "student=tiny_llama", "teacher_cache.enabled=true"], {},
+        ["loss terms ['kd'] need the teacher's whole distribution", "Fix: loss=token_kd"],
+    ),
+    "token cache temperature": (
+        ["task=causal_lm", "data=wikitext2_lm", "module.metrics=[]", "loss=token_kd", "teacher=tiny_llama",
+         "student=tiny_llama", "teacher_cache.enabled=true", "teacher_cache.temperatures=[1,2]", "loss.temperature=4"], {},
+        ["loss.temperature=4: not among teacher_cache.temperatures=[1.0, 2.0]", "add it to the list"],
+    ),
     # --- causal LMs (distill/validation/task.py, model_pair.py): before any weights load
     "causal lm on labelled data": (
         ["task=causal_lm", "module.metrics=[]", "loss=token_kd"], {},

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import PreTrainedTokenizerBase
 
+from distill.data.datamodule import with_example_index
 from distill.data.masking import IGNORE_INDEX
 from distill.data.mlm import TextCorpusDataModule
 
@@ -139,8 +140,9 @@ class CausalTextDataModule(TextCorpusDataModule):
         return problems
 
     def _build(self) -> None:
-        self.train_dataset = self._tokenize("train", self._texts["train"], self.train_limit)
-        self.eval_dataset = self._tokenize("eval", self._texts["eval"], self.eval_limit)
+        # example_index: the row a teacher-output cache holds for the example (never a model input).
+        self.train_dataset = with_example_index(self._tokenize("train", self._texts["train"], self.train_limit))
+        self.eval_dataset = with_example_index(self._tokenize("eval", self._texts["eval"], self.eval_limit))
         self._texts = {"train": [], "eval": []}
         self.train_lengths = [len(ids) for ids in self.train_dataset["input_ids"]]
         self.token_counts = self._scored_token_counts(self.train_dataset)
@@ -178,6 +180,12 @@ class CausalTextDataModule(TextCorpusDataModule):
         """The joined stream cut into ``max_length`` blocks (the last one shorter)."""
         stream = [token for ids in texts for token in ids]
         return [stream[start : start + self.max_length] for start in range(0, len(stream), self.max_length)]
+
+    def teacher_cache_splits(self) -> dict[str, tuple[datasets.Dataset, list[int]]]:
+        """What a teacher-output cache covers: the training text (the eval text is small; validation
+        runs the teacher itself), with its token counts."""
+        self.prepare()
+        return {"train": (self.train_dataset, self.train_lengths)}
 
     def collator(self, fixed_masks: bool = True) -> CausalLMCollator:
         self.prepare()

@@ -1,4 +1,5 @@
-"""One pass of the frozen teacher over a tokenized split, writing its logits row by row.
+"""One pass of the frozen teacher over a tokenized split, writing its logits row by row (or, for a
+token-level teacher, the top-k and tail of every scored position: :func:`teacher_top_k_pass`).
 
 The pass batches examples by length (longest first: a batch too big for memory fails at once, and
 padding is minimal), runs the teacher in eval mode under ``torch.inference_mode`` and writes each
@@ -18,7 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from distill.losses.base import next_token_positions
+from distill.losses.topk import tail_logsumexp
 from distill.teacher_cache.identity import NON_INPUT_COLUMNS
+from distill.teacher_cache.store import TokenTopKSplit
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +58,57 @@ def teacher_logits_pass(
             done += len(rows)
             if number % report_every == 0 or number == len(batches):
                 log.info("teacher cache: %s split %d/%d examples", split, done, len(lengths))
+
+
+def scored_positions_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+                                 batch_size: int = 256) -> list[int]:
+    """How many positions of each example a causal-LM loss scores (``next_token_positions`` of its
+    collated labels), by ``example_index``: the rows a token-level cache gives it."""
+    counts = [0] * len(dataset)
+    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
+    for batch in DataLoader(dataset, batch_sampler=batches, collate_fn=collate):
+        scored = next_token_positions(batch["labels"]).sum(1).tolist()
+        for row, count in zip(batch["example_index"].tolist(), scored):
+            counts[row] = int(count)
+    return counts
+
+
+def teacher_top_k_pass(
+    teacher: nn.Module,
+    dataset: Dataset,
+    lengths: Sequence[int],
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+    out: TokenTopKSplit,
+    *,
+    batch_size: int,
+    vocab_size: int,
+    split: str,
+) -> None:
+    """Fill ``out`` with a causal LM teacher's top-k logits (raw), their token ids and the tail's
+    log-sum-exp at each of ``out.temperatures``, for every scored position of every example (the
+    logits at ``t`` that predict label ``t + 1``, as :meth:`~distill.losses.LossInputs.for_next_tokens`
+    selects them), over the first ``vocab_size`` logits."""
+    device = next(teacher.parameters()).device
+    teacher.eval()
+    k = out.values.shape[1]
+    batches = length_batches(lengths, batch_size)
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
+    done, report_every = 0, max(1, len(batches) // 10)
+    with torch.inference_mode():
+        for number, batch in enumerate(loader, start=1):
+            inputs = {key: value.to(device) for key, value in batch.items() if key not in NON_INPUT_COLUMNS}
+            logits = teacher(**inputs).logits[:, :-1, :vocab_size]
+            positions = next_token_positions(batch["labels"]).to(device)
+            for example, scored, rows in zip(batch["example_index"].tolist(), positions, logits):
+                start, stop = int(out.offsets[example]), int(out.offsets[example + 1])
+                selected = rows[scored].float()  # (n, V), the example's scored positions in order
+                if selected.size(0) != stop - start:
+                    raise RuntimeError(f"example {example}: {selected.size(0)} scored positions, {stop - start} counted")
+                values, indices = selected.topk(k, dim=-1)
+                out.values[start:stop] = values.cpu().numpy().astype(out.values.dtype, copy=False)
+                out.indices[start:stop] = indices.cpu().numpy().astype(out.indices.dtype, copy=False)
+                for column, temperature in enumerate(out.temperatures):
+                    out.tails[start:stop, column] = tail_logsumexp(selected, indices, temperature).cpu().numpy()
+            done += len(batch["example_index"])
+            if number % report_every == 0 or number == len(batches):
+                log.info("teacher cache: %s split %d/%d examples (top-%d)", split, done, len(lengths), k)

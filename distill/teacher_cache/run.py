@@ -9,12 +9,18 @@ Settings (``teacher_cache`` in ``conf/train.yaml``):
   tokenisation is refused, naming what differs. ``distill stage=cache_teacher teacher_cache.path=...``
   builds it there.
 - ``dtype``: ``float16`` (half the bytes; logits off by at most 2^-11 relative) or ``float32``.
-- ``batch_size``: the teacher pass's batch size.
+- ``batch_size``: the teacher pass's batch size (``null``: 256 examples, ``data.batch_size`` for
+  ``causal_lm``, whose logits are tokens x vocabulary).
+- ``top_k``, ``temperatures`` (``task: causal_lm``): per scored token the ``top_k`` largest logits,
+  their ids and the log-sum-exp of the rest at each temperature (:mod:`distill.losses.topk`); the
+  forward KL (``loss=token_kd``) reads them. ``temperatures: null`` stores the run's
+  ``loss.temperature``; a sweep over temperatures lists them all so its runs share one cache.
 
-Refused, before any weights load: no teacher or several teachers; a task other than
-``sequence_classification`` (``masked_lm`` masks tokens at random per epoch, which a cache cannot
-follow; a base model has no logits); a loss that reads the teacher's hidden states, attention or
-modules (only logits are cached).
+Refused, before any weights load: no teacher or several teachers; ``masked_lm`` (it masks tokens
+at random per epoch, which a cache cannot follow), ``seq2seq_lm``, ``feature_extraction`` (a base
+model has no logits); a loss that reads the teacher's hidden states, attention or modules (only
+logits are cached); with ``causal_lm``, a teacher term other than the forward KL (reverse KL and
+the JSD need the whole distribution) or a ``loss.temperature`` the cache does not store.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from distill.data.batching import is_int
 from distill.errors import ConfigError
-from distill.teacher_cache.build import teacher_logits_pass
+from distill.losses.tokens import TokenForwardKL
+from distill.teacher_cache.build import scored_positions_per_example, teacher_logits_pass, teacher_top_k_pass
 from distill.teacher_cache.identity import CacheIdentity, tokens_sha256, weights_sha256
 from distill.teacher_cache.store import STORE_DTYPES, CacheWriter, TeacherOutputCache, build_atomically, open_cache
 
@@ -36,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: ``stage`` values: ``train`` (the run), ``cache_teacher`` (build the teacher cache, then stop).
 RUN_STAGES = ("train", "cache_teacher", "generate")
+#: Tasks a teacher cache serves: one logit row per example, or top-k rows per scored token.
+CACHED_TASKS = ("sequence_classification", "causal_lm")
 
 
 def cache_stage(cfg: DictConfig) -> bool:
@@ -59,9 +68,13 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
     settings = cfg.get("teacher_cache") or {}
     if settings.get("dtype", "float16") not in STORE_DTYPES:
         problems.append(f"teacher_cache.dtype={settings.get('dtype')!r}: allowed {list(STORE_DTYPES)}")
-    batch_size = settings.get("batch_size", 256)
-    if not is_int(batch_size) or batch_size < 1:
-        problems.append(f"teacher_cache.batch_size={batch_size!r}: use an integer >= 1")
+    batch_size = settings.get("batch_size")
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
+        problems.append(f"teacher_cache.batch_size={batch_size!r}: use an integer >= 1, or null for the default")
+    top_k = settings.get("top_k", 64)
+    if not is_int(top_k) or top_k < 1:
+        problems.append(f"teacher_cache.top_k={top_k!r}: use an integer >= 1 (logits kept per token)")
+    problems.extend(_temperature_problems(cfg, settings))
     if not isinstance(settings.get("enabled", False), bool):
         problems.append(f"teacher_cache.enabled={settings.get('enabled')!r}: use true or false")
     if not cache_wanted(cfg):
@@ -72,16 +85,13 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
         problems.append(f"{why}: the cache holds one teacher's outputs; with several teachers (teachers=...) leave it off")
     elif not cfg.get("teacher"):
         problems.append(f"{why}: there is no teacher to cache (teacher=none)")
-    if cfg.get("task") != "sequence_classification":
+    if cfg.get("task") not in CACHED_TASKS:
         reason = {
             "masked_lm": "masked_lm masks tokens at random in every epoch, so the teacher's outputs change with the data",
-            "causal_lm": "a token-level teacher's logits are tokens x 49k-entry vocabularies; the top-k storage it "
-                         "needs (distill/losses/topk.py) is not wired into runs yet",
-            "seq2seq_lm": "a token-level teacher's logits are tokens x vocabulary entries; the top-k storage it "
-                          "needs (distill/losses/topk.py) is not wired into runs yet",
+            "seq2seq_lm": "the top-k token storage serves decoder-only teachers (causal_lm) for now",
         }.get(cfg.get("task"), "a base model has no logits to cache")
         problems.append(f"{why}: task={cfg.get('task')!r} cannot use the teacher cache ({reason}); "
-                        "allowed: task=sequence_classification")
+                        f"allowed: task in {list(CACHED_TASKS)}")
     # A run with stages is checked stage by stage (build_run checks each stage's config with its loss).
     if loss is not None:
         unread = [name for name, term in loss.terms.items()
@@ -92,20 +102,60 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
                 "and the cache stores logits only. Fix: a logit-only loss (loss=kd_ce, loss=kd), or "
                 "teacher_cache.enabled=false"
             )
+        if cfg.get("task") == "causal_lm":
+            whole = [name for name, term in loss.terms.items() if term.uses_teacher and not isinstance(term, TokenForwardKL)]
+            if whole:
+                problems.append(
+                    f"{why}: loss terms {whole} need the teacher's whole distribution over the vocabulary; a "
+                    "causal_lm cache keeps the top-k logits and the tail's mass, which serve the forward KL only. "
+                    "Fix: loss=token_kd (with or without ce), or teacher_cache.enabled=false"
+                )
     return problems
 
 
-def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, dtype: str) -> CacheIdentity:
-    """The identity of the cache this run needs (hashes the teacher's weights and the tokenized splits)."""
+def cache_temperatures(cfg: DictConfig) -> list[float]:
+    """The temperatures a token-level cache stores the tail for: ``teacher_cache.temperatures``, or
+    the run's ``loss.temperature``."""
+    listed = (cfg.get("teacher_cache") or {}).get("temperatures")
+    if listed is None:
+        return [float((cfg.get("loss") or {}).get("temperature", 1.0))]
+    return [float(value) for value in listed]
+
+
+def _temperature_problems(cfg: DictConfig, settings) -> list[str]:
+    listed = settings.get("temperatures")
+    if listed is None:
+        return []
+    values = list(listed) if OmegaConf.is_list(listed) or isinstance(listed, list | tuple) else None
+    if not values or not all(isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+                             for value in values):
+        return [f"teacher_cache.temperatures={listed!r}: a list of temperatures > 0 (e.g. [1,2,4,8]), or null "
+                "for the run's loss.temperature"]
+    temperature = (cfg.get("loss") or {}).get("temperature")
+    if cfg.get("task") == "causal_lm" and temperature is not None and float(temperature) not in [float(v) for v in values]:
+        return [f"loss.temperature={temperature}: not among teacher_cache.temperatures={[float(v) for v in values]}, "
+                "which the cache stores the tail mass for; add it to the list"]
+    return []
+
+
+def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, cfg: DictConfig) -> CacheIdentity:
+    """The identity of the cache this run needs (hashes the teacher's weights and the tokenized
+    splits; for causal_lm the splits' ``prompt_length`` column too, which decides the scored positions)."""
+    token_level = cfg.get("task") == "causal_lm"
     splits = {
         split: {"examples": len(dataset), "tokens_sha256": tokens_sha256(dataset)}
         for split, (dataset, _) in datamodule.teacher_cache_splits().items()
     }
     teacher_dtype = str(next(teacher.parameters()).dtype).removeprefix("torch.")
+    dtype = str(cfg.teacher_cache.dtype)
+    stored: dict[str, Any] = {"dtype": dtype, "logits": "full"}
+    if token_level:
+        stored = {"dtype": dtype, "logits": "top_k", "top_k": int(cfg.teacher_cache.top_k),
+                  "temperatures": cache_temperatures(cfg), "vocab_size": token_vocab_size(teacher, datamodule)}
     return CacheIdentity(
         teacher_sha256=weights_sha256(teacher),
         splits=splits,
-        stored={"dtype": dtype, "logits": "full"},
+        stored=stored,
         about={
             "teacher": {"name_or_path": teacher_name, "dtype": teacher_dtype},
             "sources": dict(datamodule.data_sources),
@@ -115,16 +165,35 @@ def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, dty
     )
 
 
+def token_vocab_size(teacher: nn.Module, datamodule) -> int:
+    """The logits a token-level cache ranks: the tokenizer's vocabulary when the teacher pads its
+    embedding past it (as :func:`~distill.validation.model_pair.shared_vocabulary` compares them)."""
+    return min(len(datamodule.tokenizer), int(teacher.config.vocab_size))
+
+
 def build_cache(folder: Path, teacher: nn.Module, datamodule, identity: CacheIdentity, batch_size: int) -> None:
     """Run the teacher over every split of ``datamodule`` into the (staged) ``folder``."""
     writer = CacheWriter(folder, identity, identity.stored["dtype"])
-    num_logits = int(teacher.config.num_labels)
+    collate = datamodule.collator()
     for split, (dataset, lengths) in datamodule.teacher_cache_splits().items():
-        out = writer.split(split, len(dataset), num_logits)
-        teacher_logits_pass(
-            teacher, dataset, lengths, datamodule.collator(), out, batch_size=batch_size, split=split
-        )
+        if identity.stored["logits"] == "top_k":
+            out = writer.token_split(
+                split, scored_positions_per_example(dataset, collate), identity.stored["top_k"],
+                identity.stored["temperatures"], identity.stored["vocab_size"],
+            )
+            teacher_top_k_pass(teacher, dataset, lengths, collate, out, batch_size=batch_size,
+                               vocab_size=identity.stored["vocab_size"], split=split)
+            continue
+        out = writer.split(split, len(dataset), int(teacher.config.num_labels))
+        teacher_logits_pass(teacher, dataset, lengths, collate, out, batch_size=batch_size, split=split)
     writer.finish()
+
+
+def _pass_batch_size(cfg: DictConfig) -> int:
+    size = cfg.teacher_cache.get("batch_size")
+    if size is not None:
+        return int(size)
+    return int(cfg.data.batch_size) if cfg.get("task") == "causal_lm" else 256
 
 
 def prepare_teacher_cache(cfg: DictConfig, teacher: nn.Module, teacher_name: str | None, datamodule) -> TeacherOutputCache | None:
@@ -137,7 +206,7 @@ def prepare_teacher_cache(cfg: DictConfig, teacher: nn.Module, teacher_name: str
     if not cache_wanted(cfg):
         return None
     settings = cfg.teacher_cache
-    identity = cache_identity(teacher, teacher_name, datamodule, str(settings.dtype))
+    identity = cache_identity(teacher, teacher_name, datamodule, cfg)
     path = settings.get("path")
     folder = Path(str(path)).expanduser() if path is not None else (
         Path(str(cfg.paths.cache_dir)).expanduser() / "teacher_outputs" / identity.key())
@@ -152,7 +221,7 @@ def prepare_teacher_cache(cfg: DictConfig, teacher: nn.Module, teacher_name: str
         cache, built = existing, False
     else:
         cache, built = build_atomically(
-            folder, lambda staged: build_cache(staged, teacher, datamodule, identity, int(settings.batch_size))
+            folder, lambda staged: build_cache(staged, teacher, datamodule, identity, _pass_batch_size(cfg))
         )
     _refuse_mismatch(cache, identity, folder)  # a cache found at teacher_cache.path may be another's
     log.info(

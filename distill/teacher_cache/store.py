@@ -5,6 +5,14 @@ Layout of ``<folder>/``::
     manifest.json          identity (distill.teacher_cache.identity), splits, sizes, build time
     <split>.logits.npy     (N, C) teacher logits of example i in row i (float16 or float32)
 
+and for a token-level teacher (``task: causal_lm``), per split, the scored positions of all
+examples one after another (example i's are rows ``offsets[i]:offsets[i+1]``, in position order)::
+
+    <split>.offsets.npy         (N + 1,) int64
+    <split>.topk_values.npy     (P, k) the k largest logits (float16 or float32)
+    <split>.topk_indices.npy    (P, k) their token ids (uint16 for vocabularies up to 65,536, else int32)
+    <split>.tail_logsumexp.npy  (P, len(temperatures)) float32 log-sum-exp of the others / T
+
 A folder is *complete* when its manifest exists and every array it lists opens with the shape it
 records. Writers fill a staged folder beside the target (``.<name>.tmp-*``) and rename it into
 place, so a killed build leaves a staged folder that is never read (the next build removes it)
@@ -29,6 +37,7 @@ import torch
 from filelock import FileLock
 
 from distill.atomic import remove_staged_leftovers, write_atomic, write_folder_atomically
+from distill.losses.base import TopKLogits
 from distill.teacher_cache.identity import CACHE_FORMAT, CacheIdentity
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,44 @@ class IncompleteCache(Exception):
 
 def logits_file(folder: Path, split: str) -> Path:
     return folder / f"{split}.logits.npy"
+
+
+def token_file(folder: Path, split: str, part: str) -> Path:
+    """One array of a token-level split: ``part`` in :data:`TOKEN_PARTS`."""
+    return folder / f"{split}.{part}.npy"
+
+
+#: The arrays of a token-level split (see the module docstring).
+TOKEN_PARTS = ("offsets", "topk_values", "topk_indices", "tail_logsumexp")
+#: A token-level split's manifest ``kind``.
+TOKEN_TOP_K = "token_top_k"
+
+
+class TokenTopKSplit:
+    """The arrays of one token-level split (read-only maps, or the writer's staged arrays)."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], temperatures: list[float]) -> None:
+        self.offsets = arrays["offsets"]
+        self.values = arrays["topk_values"]
+        self.indices = arrays["topk_indices"]
+        self.tails = arrays["tail_logsumexp"]
+        self.temperatures = [float(value) for value in temperatures]
+
+    @property
+    def num_examples(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    def shape_problem(self) -> str | None:
+        """Why the arrays do not fit together (``None`` when they do)."""
+        rows, k = self.values.shape
+        expected = {"topk_indices": (rows, k), "tail_logsumexp": (rows, len(self.temperatures))}
+        for part, shape in expected.items():
+            actual = {"topk_indices": self.indices, "tail_logsumexp": self.tails}[part].shape
+            if tuple(actual) != shape:
+                return f"{part} has shape {list(actual)}, expected {list(shape)}"
+        if self.offsets.ndim != 1 or int(self.offsets[-1]) != rows or int(self.offsets[0]) != 0:
+            return f"offsets end at {int(self.offsets[-1])}, the arrays have {rows} rows"
+        return None
 
 
 class TeacherOutputCache:
@@ -68,7 +115,11 @@ class TeacherOutputCache:
                                   f"this version reads {CACHE_FORMAT}")
         self.identity = CacheIdentity.from_dict(self.manifest["identity"])
         self._logits: dict[str, np.ndarray] = {}
+        self._tokens: dict[str, TokenTopKSplit] = {}
         for split, entry in self.manifest["splits"].items():
+            if entry.get("kind") == TOKEN_TOP_K:
+                self._tokens[split] = self._open_token_split(split, entry)
+                continue
             path = logits_file(self.folder, split)
             try:
                 array = np.load(path, mmap_mode="r")
@@ -78,23 +129,80 @@ class TeacherOutputCache:
                 raise IncompleteCache(f"{path}: shape {list(array.shape)}, the manifest says {entry['logits_shape']}")
             self._logits[split] = array
 
+    def _open_token_split(self, split: str, entry: dict[str, Any]) -> TokenTopKSplit:
+        arrays = {}
+        for part in TOKEN_PARTS:
+            path = token_file(self.folder, split, part)
+            try:
+                arrays[part] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError) as error:
+                raise IncompleteCache(f"{path}: {error}") from None
+        arrays_split = TokenTopKSplit(arrays, entry["temperatures"])
+        problem = arrays_split.shape_problem()
+        if problem is None and [arrays_split.num_examples, *arrays_split.values.shape] != [
+            entry["examples"], entry["rows"], entry["k"]
+        ]:
+            problem = (f"{arrays_split.num_examples} examples, {list(arrays_split.values.shape)} values; the manifest "
+                       f"says {entry['examples']} examples, {[entry['rows'], entry['k']]}")
+        if problem is not None:
+            raise IncompleteCache(f"{self.folder}: {split} split: {problem}")
+        return arrays_split
+
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(self._logits)
+        return tuple(self._logits) + tuple(self._tokens)
+
+    def token_level(self, split: str) -> bool:
+        """Whether ``split`` holds a token-level teacher's top-k rows (else one logit row per example)."""
+        return split in self._tokens
 
     def num_examples(self, split: str) -> int:
+        if split in self._tokens:
+            return self._tokens[split].num_examples
         return self._logits[split].shape[0]
+
+    def token_top_k(self, split: str, example_index: torch.Tensor, temperature: float) -> tuple[TopKLogits, torch.Tensor]:
+        """The stored rows of the examples ``example_index`` (``(B,)``), one after another (each
+        example's scored positions in order), with the tail at ``temperature``, and how many rows
+        each example has (``(B,)``). Float32 / int64 tensors on ``example_index``'s device.
+
+        Raises:
+            ValueError: the tail was not stored for ``temperature`` (naming the stored ones).
+        """
+        stored = self._tokens[split]
+        matches = [column for column, value in enumerate(stored.temperatures) if value == float(temperature)]
+        if not matches:
+            raise ValueError(
+                f"teacher cache {self.folder}: the tail mass was stored for temperatures {stored.temperatures}, "
+                f"not for loss.temperature={float(temperature):g}; rebuild with teacher_cache.temperatures "
+                "listing every temperature the runs use"
+            )
+        examples = self._checked_rows(example_index, stored.num_examples, split)
+        starts, stops = stored.offsets[examples], stored.offsets[examples + 1]
+        rows = np.concatenate([np.arange(start, stop) for start, stop in zip(starts, stops)] or [np.zeros(0, np.int64)])
+        device = example_index.device
+        top_k = TopKLogits(
+            values=torch.from_numpy(np.asarray(stored.values[rows], dtype=np.float32)).to(device),
+            indices=torch.from_numpy(stored.indices[rows].astype(np.int64)).to(device),
+            tail_logsumexp=torch.from_numpy(np.ascontiguousarray(stored.tails[rows, matches[0]])).to(device),
+            temperature=float(temperature),
+        )
+        return top_k, torch.from_numpy((stops - starts).astype(np.int64)).to(device)
+
+    def _checked_rows(self, example_index: torch.Tensor, count: int, split: str) -> np.ndarray:
+        rows = example_index.detach().cpu().numpy()
+        if rows.size and (rows.min() < 0 or rows.max() >= count):
+            raise IndexError(
+                f"teacher cache {self.folder}: example index {int(rows.max())} outside the {split} split's "
+                f"{count} examples; the batches do not come from the data the cache was built on"
+            )
+        return rows
 
     def logits(self, split: str, example_index: torch.Tensor) -> torch.Tensor:
         """The teacher's logits of the examples ``example_index`` (``(B,)``): ``(B, C)`` float32,
         on ``example_index``'s device."""
-        rows = example_index.detach().cpu().numpy()
         array = self._logits[split]
-        if rows.size and (rows.min() < 0 or rows.max() >= array.shape[0]):
-            raise IndexError(
-                f"teacher cache {self.folder}: example index {int(rows.max())} outside the {split} split's "
-                f"{array.shape[0]} examples; the batches do not come from the data the cache was built on"
-            )
+        rows = self._checked_rows(example_index, array.shape[0], split)
         values = torch.from_numpy(array[rows])  # fancy indexing copies the rows out of the map
         return values.to(device=example_index.device, dtype=torch.float32, non_blocking=True)
 
@@ -122,6 +230,7 @@ class CacheWriter:
             raise ValueError(f"teacher_cache.dtype={dtype!r}: allowed {list(STORE_DTYPES)}")
         self.folder, self.identity, self.dtype = folder, identity, dtype
         self._arrays: dict[str, np.ndarray] = {}
+        self._tokens: dict[str, TokenTopKSplit] = {}
         self._started = time.perf_counter()
 
     def split(self, name: str, num_examples: int, num_logits: int) -> np.ndarray:
@@ -132,12 +241,38 @@ class CacheWriter:
         self._arrays[name] = array
         return array
 
+    def token_split(
+        self, name: str, rows_per_example: list[int], k: int, temperatures: list[float], vocab_size: int
+    ) -> TokenTopKSplit:
+        """Writable arrays of a token-level split: example i gets ``rows_per_example[i]`` rows."""
+        offsets = np.zeros(len(rows_per_example) + 1, dtype=np.int64)
+        np.cumsum(rows_per_example, out=offsets[1:])
+        rows = int(offsets[-1])
+        dtypes = {"offsets": np.int64, "topk_values": np.dtype(self.dtype),
+                  "topk_indices": np.uint16 if vocab_size <= 2**16 else np.int32, "tail_logsumexp": np.float32}
+        shapes = {"offsets": offsets.shape, "topk_values": (rows, k), "topk_indices": (rows, k),
+                  "tail_logsumexp": (rows, len(temperatures))}
+        arrays = {
+            part: np.lib.format.open_memmap(token_file(self.folder, name, part), mode="w+", dtype=dtypes[part],
+                                            shape=shapes[part])
+            for part in TOKEN_PARTS
+        }
+        arrays["offsets"][:] = offsets
+        self._tokens[name] = TokenTopKSplit(arrays, temperatures)
+        return self._tokens[name]
+
     def finish(self, extra: dict[str, Any] | None = None) -> None:
         """Flush the arrays, then write the manifest (last: its presence marks a complete folder)."""
         splits = {}
         for name, array in self._arrays.items():
             array.flush()
             splits[name] = {"logits_shape": list(array.shape), "dtype": self.dtype}
+        for name, stored in self._tokens.items():
+            for array in (stored.offsets, stored.values, stored.indices, stored.tails):
+                array.flush()
+            splits[name] = {"kind": TOKEN_TOP_K, "examples": stored.num_examples, "rows": stored.values.shape[0],
+                            "k": stored.values.shape[1], "temperatures": stored.temperatures, "dtype": self.dtype,
+                            "indices_dtype": str(stored.indices.dtype)}
         for path in self.folder.iterdir():  # the data on disk before the manifest names it
             with open(path, "rb") as stream:
                 os.fsync(stream.fileno())

@@ -99,7 +99,7 @@ def test_a_cache_of_another_teacher_data_or_setting_is_refused(data_dir, tmp_pat
         (["experiment=multi_teacher", *TINY_RUN[2:]], "with several teachers"),
         (["teacher_cache.dtype=int8"], "teacher_cache.dtype='int8': allowed ['float16', 'float32']"),
         (["stage=cache"], "stage='cache': allowed ['train', 'cache_teacher', 'generate']"),
-        (["+teacher_cache.top_k=4"], "teacher_cache.top_k: unknown key"),
+        (["+teacher_cache.topk=4"], "teacher_cache.topk: unknown key; did you mean 'top_k'?"),
     ],
 )
 def test_settings_the_cache_cannot_serve_are_refused_before_any_work(data_dir, tmp_path, overrides, message):
