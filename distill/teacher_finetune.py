@@ -4,7 +4,8 @@ A teacher config with ``finetune: {max_steps: ...}`` names a base model (e.g. Mi
 task head). Its fine-tuned form is stored under ``<cache_dir>/teachers/<key>/`` where the key
 hashes everything that determines it (model, data, settings and the teacher's own
 ``finetune.seed``, not the run's seed), so a sweep, a second run or a run with another student
-seed reuses it instead of training it again. The folder appears only once it is complete.
+seed reuses it instead of training it again. The folder appears only once it is complete; runs that
+need it at the same time fine-tune it once (a file lock), the others wait and reuse it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from filelock import FileLock
 from transformers import get_scheduler
 
 from distill.callbacks import StepProgressBar
@@ -58,11 +60,23 @@ def finetuned_teacher_path(
 ) -> Path:
     """Folder of the fine-tuned teacher: from the cache, or trained now and cached (with a progress
     bar labelled ``teacher fine-tune`` unless ``progress_bar`` is false)."""
-    settings = finetune_settings(spec)
     target = Path(cache_dir).expanduser() / "teachers" / cache_key(spec, data_identity)
     if (target / "config.json").is_file():
         log.info("teacher: reusing fine-tuned weights from %s", target)
         return target
+    locks = Path(cache_dir).expanduser() / "locks" / "teachers"  # beside, not among, the teacher folders
+    locks.mkdir(parents=True, exist_ok=True)
+    # Runs started together (a sweep under the joblib launcher) fine-tune once: the others wait, then reuse.
+    with FileLock(locks / f"{target.name}.lock"):
+        if (target / "config.json").is_file():
+            log.info("teacher: reusing fine-tuned weights from %s (fine-tuned by another run meanwhile)", target)
+            return target
+        return _finetune(spec, datamodule, target, accelerator=accelerator, progress_bar=progress_bar)
+
+
+def _finetune(spec: ModelSpec, datamodule: L.LightningDataModule, target: Path, *, accelerator: str,
+              progress_bar: bool) -> Path:
+    settings = finetune_settings(spec)
     log.info("teacher: fine-tuning %s for %d steps -> %s", spec.name_or_path, settings["max_steps"], target)
     seed = int(settings["seed"])
     L.seed_everything(seed, workers=True)

@@ -105,3 +105,34 @@ def test_one_file_spelled_two_ways_shares_one_cached_teacher(data_dir, tmp_path,
     assert _data_identity(relative) == _data_identity(absolute)
     other = compose(["data=sst2", f"data.train_file={data_dir / 'sst2' / 'dev.tsv'}"], tmp_path)
     assert _data_identity(other) != _data_identity(absolute)
+
+
+def test_runs_that_start_together_fine_tune_the_teacher_once(tmp_path, monkeypatch):
+    """Two runs needing the same teacher at once (a joblib sweep): one fine-tunes, the other waits
+    for it under the file lock and reuses its folder."""
+    import threading
+    import time
+
+    from distill import teacher_finetune
+    from distill.models import ModelSpec
+
+    fine_tunes = []
+
+    def slow_finetune(spec, datamodule, target, **_):
+        fine_tunes.append(target)
+        time.sleep(0.5)  # long enough for the other run to find no folder and wait on the lock
+        target.mkdir(parents=True)
+        (target / "config.json").write_text("{}")
+        return target
+
+    monkeypatch.setattr(teacher_finetune, "_finetune", slow_finetune)
+    spec = ModelSpec(name_or_path="some/base-model", finetune={"max_steps": 2})
+    found = []
+    runs = [threading.Thread(target=lambda: found.append(teacher_finetune.finetuned_teacher_path(
+        spec, None, {"data": "same"}, cache_dir=tmp_path))) for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=30)
+    assert len(fine_tunes) == 1 and len(found) == 2 and found[0] == found[1] == fine_tunes[0]
+    assert [entry.name for entry in (tmp_path / "teachers").iterdir()] == [fine_tunes[0].name]  # no lock among them
