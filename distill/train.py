@@ -35,6 +35,7 @@ from distill.preflight import (
 from distill.report import render_language_model, render_table
 from distill.run_folder import log_saved_paths
 from distill.stages import STAGE_KEYS, stage_configs, stage_problems  # noqa: F401 - re-exported
+from distill.pruning.depth import choose_student_layers
 from distill.teacher_cache import TeacherOutputCache
 from distill.teacher_cache.run import cache_summary, prepare_teacher_cache
 from distill.teacher_finetune import finetuned_teacher_path
@@ -215,13 +216,18 @@ def build_run(
         teacher, teacher_spec = _teacher_model(cfg, teacher_spec, datamodule, num_labels, "teacher")
     # The teacher's outputs from disk (found, or built once for every run that shares them).
     cache = prepare_teacher_cache(cfg, teacher, teacher_spec.name_or_path, datamodule) if teacher is not None else None
+    layer_choice = None
+    if student_spec.layer_choice == "block_influence":  # depth pruning: the layers the data says matter
+        student_spec, layer_choice = choose_student_layers(
+            student_spec, teacher, datamodule, num_labels, cfg.task, int(cfg.data.batch_size))
     L.seed_everything(int(cfg.seed), workers=True)
     student, _ = build_model(
         student_spec, num_labels, task=cfg.task, teacher=teacher, label_names=datamodule.label_names
     )
     module = make_module(cfg, student, teacher, loss, num_labels, teacher_cache=cache,
                          tokenizer=student_tokenizer or teacher_tokenizer)
-    extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses}
+    extras = {"teacher_spec": teacher_spec, "tokenizer": student_tokenizer, "later_losses": later_losses,
+              "layer_choice": layer_choice}
     if check_checkpoint:
         refuse_foreign_checkpoint(cfg, module)
     return module, datamodule, make_trainer(cfg), extras
@@ -338,6 +344,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     summary["student"]["nonzero_params"] = count_nonzero_parameters(module.student)  # what pruning leaves
     if compression:
         summary["student"]["compression"] = compression
+    if extras.get("layer_choice"):
+        summary["student"]["layer_choice"] = extras["layer_choice"]
     if module.teacher_cache is not None:
         summary["teacher_cache"] = cache_summary(module.teacher_cache)
     timer = next((c for c in trainer.callbacks if isinstance(c, StepTimes)), None)

@@ -32,6 +32,10 @@ class ModelConfigError(ConfigError):
         return type(self), (self.problems[0],)
 
 
+#: ``student.layer_choice``: copy the listed layers, or as many chosen by Block Influence.
+LAYER_CHOICES = ("listed", "block_influence")
+
+
 @dataclass
 class ModelSpec:
     """How to obtain one model.
@@ -50,6 +54,10 @@ class ModelSpec:
             or a name/path (e.g. the pre-trained model, DistilBERT's own recipe).
         config_overrides: config fields changed on top of the source (``num_hidden_layers``,
             ``hidden_dropout_prob``...).
+        layer_choice: ``listed`` (copy ``init_from_teacher_layers``) or ``block_influence``: copy as
+            many layers, the ones of highest Block Influence on calibration batches of the run's
+            data (:mod:`distill.pruning.depth`).
+        layer_choice_batches: calibration batches for ``block_influence``.
         tokenizer: tokenizer name/path when it differs from the model's source.
         dtype: parameter dtype, ``float32`` | ``bfloat16`` | ``float16`` (teacher on GPU).
         finetune: teacher only: fine-tune this model on the run's data first (no-teacher mode) and
@@ -63,6 +71,8 @@ class ModelSpec:
     init_from_teacher_layers: list[int] | None = None
     init_source: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    layer_choice: str = "listed"
+    layer_choice_batches: int = 8
     tokenizer: str | None = None
     dtype: str = "float32"
     finetune: dict[str, Any] | None = None
@@ -103,6 +113,14 @@ class ModelSpec:
                 found.append(f"{field_prefix}.finetune needs name_or_path or config (the model to fine-tune)")
         if self.init_from_teacher_layers is not None and len(self.init_from_teacher_layers) == 0:
             found.append(f"{field_prefix}.init_from_teacher_layers is empty; list at least one layer")
+        if self.layer_choice not in LAYER_CHOICES:
+            found.append(f"{field_prefix}.layer_choice={self.layer_choice!r}: allowed {list(LAYER_CHOICES)}")
+        elif self.layer_choice != "listed" and self.init_from_teacher_layers is None:
+            found.append(f"{field_prefix}.layer_choice={self.layer_choice!r} chooses which layers a layer-copy student "
+                         "keeps: set init_from_teacher_layers (its length is the number kept)")
+        if isinstance(self.layer_choice_batches, bool) or not isinstance(self.layer_choice_batches, int) \
+                or self.layer_choice_batches < 1:
+            found.append(f"{field_prefix}.layer_choice_batches={self.layer_choice_batches!r}: use an integer >= 1")
         return found
 
 
