@@ -11,6 +11,14 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 DATA_DIR_ENV = "DISTILL_DATA_DIR"
 
+# Under pytest-xdist (make test: -n 2) each worker gets its share of the cores, and so do the runs
+# it starts as subprocesses (OMP_NUM_THREADS): workers x threads never exceeds the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    _THREADS = max(1, (os.cpu_count() or 1) // _WORKERS)
+    os.environ.setdefault("OMP_NUM_THREADS", str(_THREADS))
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 
 def tiny_bert(num_layers: int = 4, hidden: int = 32, num_labels: int = 2, seed: int = 0, dropout: float = 0.1):
     torch.manual_seed(seed)
