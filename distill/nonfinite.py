@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.errors import NonFiniteLossError
-from distill.losses import LossInputs, LossResult, ModelOutputs
+from distill.losses import LossInputs, LossResult, ModelOutputs, TopKLogits
 
 #: ``module.nonfinite`` values.
 NONFINITE_POLICIES = ("stop", "skip")
@@ -43,7 +43,13 @@ def nonfinite_outputs(outputs: ModelOutputs | None) -> list[str]:
     """Which of a model's outputs (``logits``, ``hidden_states[i]``, ``<captured>[i]``) hold a NaN or inf."""
     if outputs is None:
         return []
-    found = [] if _finite(outputs.logits) else ["logits"]
+    logits = outputs.logits
+    if isinstance(logits, TopKLogits):  # a cached token teacher: an empty tail is -inf, not a fault
+        tail = logits.tail_logsumexp
+        finite = _finite(logits.values) and not bool((tail.isnan() | (tail == float("inf"))).any())
+    else:
+        finite = _finite(logits)
+    found = [] if finite else ["logits"]
     found += [f"hidden_states[{i}]" for i, state in enumerate(outputs.hidden_states or ()) if not _finite(state)]
     for name, tensors in (outputs.captured or {}).items():
         found += [f"{name}[{i}]" for i, tensor in enumerate(tensors) if not _finite(tensor)]

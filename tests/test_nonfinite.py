@@ -159,3 +159,16 @@ def test_cli_shows_the_message_exits_3_and_keeps_the_run_folder(data_dir, tmp_pa
     assert "the teacher's outputs (logits)" in output
     assert "Traceback" not in output
     assert run_dir.is_dir() and not (run_dir / "metrics.json").exists()
+
+
+def test_a_cached_top_k_teacher_is_checked_on_its_values_and_an_empty_tail_is_not_a_fault():
+    from distill.losses import ModelOutputs, TopKLogits
+    from distill.nonfinite import nonfinite_outputs
+
+    values, indices = torch.randn(2, 3, 4), torch.zeros(2, 3, 4, dtype=torch.long)
+    empty_tail = torch.full((2, 3), float("-inf"))  # k = V: nothing outside the top-k
+    assert nonfinite_outputs(ModelOutputs(logits=TopKLogits(values, indices, empty_tail, 1.0))) == []
+    values[1, 2, 0] = float("nan")
+    assert nonfinite_outputs(ModelOutputs(logits=TopKLogits(values, indices, empty_tail, 1.0))) == ["logits"]
+    nan_tail = torch.zeros(2, 3).index_fill_(1, torch.tensor([1]), float("nan"))
+    assert nonfinite_outputs(ModelOutputs(logits=TopKLogits(torch.randn(2, 3, 4), indices, nan_tail, 1.0))) == ["logits"]
