@@ -89,13 +89,14 @@ def _chunk_terms(
     (values, indices, tail log-sum-exp; :func:`~distill.losses.topk.top_k_chunk_terms`).
     ``0 · log 0`` counts as 0 (a token either side rules out gives no NaN).
     """
-    if kind == "top_k":
-        return top_k_chunk_terms(student, *teacher, temperature=temperature, want_grad=want_grad)
-    (teacher,) = teacher
     if temperature != 1.0:
         student.div_(temperature)
-        teacher.div_(temperature)
     log_s = _log_softmax_(student)  # a = log p_s
+    if kind == "top_k":
+        return top_k_chunk_terms(log_s, *teacher, temperature=temperature, want_grad=want_grad)
+    (teacher,) = teacher
+    if temperature != 1.0:
+        teacher.div_(temperature)
     log_t = _log_softmax_(teacher)  # b = log p_t
     if kind == "jsd" and beta == 0.0:
         kind = "forward"

@@ -28,7 +28,7 @@ Its gradient in :math:`s = z^s / T` (per row, before :math:`T^2` and the mean) i
 :math:`q - r`, with :math:`q = \sigma(s)` and the *effective target* :math:`r_i = p^t_i` on the kept
 tokens and :math:`r_j = p^t_{tail}\, q_j / q_{tail}` on the others: the tail's mass is spread over
 the other tokens as the student itself spreads it. :func:`top_k_chunk_terms` computes value and
-gradient together for :mod:`distill.losses.tokens`' chunked pass (``token_forward_kl`` with a
+gradient together for the chunked pass of :mod:`distill.losses.chunked` (``token_forward_kl`` with a
 :class:`TopKLogits` teacher).
 """
 
@@ -98,7 +98,7 @@ def top_k_soft_target_kl(
 
 
 def top_k_chunk_terms(
-    student: torch.Tensor,
+    log_q: torch.Tensor,
     values: torch.Tensor,
     indices: torch.Tensor,
     tail_logsumexp: torch.Tensor,
@@ -108,18 +108,15 @@ def top_k_chunk_terms(
     """Per-row coarsened KLs ``(C,)`` (without T²) of one chunk, and, when ``want_grad``, their
     gradient in ``student / temperature`` ``(C, V)``: ``q - r`` (module docstring).
 
-    ``student`` is a fresh ``(C, V)`` buffer in the compute dtype, overwritten in place; ``values``
-    ``(C, k)`` in the compute dtype, ``indices`` ``(C, k)`` int64, ``tail_logsumexp`` ``(C,)``.
+    ``log_q`` is the chunk's student log-probabilities at ``temperature`` ``(C, V)`` (the chunked
+    pass's own buffer, overwritten in place); ``values`` ``(C, k)`` raw teacher logits in the compute
+    dtype, ``indices`` ``(C, k)`` int64, ``tail_logsumexp`` ``(C,)`` at ``temperature``.
     """
-    if temperature != 1.0:
-        student.div_(temperature)
-        values = values / temperature
-    total = torch.logaddexp(values.logsumexp(-1), tail_logsumexp.to(values.dtype))  # log Σ_all e^{z_t/T}
+    values = values / temperature if temperature != 1.0 else values
+    tail_logsumexp = tail_logsumexp.to(values.dtype)
+    total = torch.logaddexp(values.logsumexp(-1), tail_logsumexp)  # log Σ_all e^{z_t/T}
     teacher_log_kept = values - total.unsqueeze(-1)  # (C, k)
-    teacher_log_tail = tail_logsumexp.to(values.dtype) - total  # (C,)
-    # log q: in place, as in tokens._log_softmax_
-    student.sub_(student.amax(-1, keepdim=True))
-    log_q = student.sub_(student.exp().sum(-1, keepdim=True).log_())
+    teacher_log_tail = tail_logsumexp - total  # (C,)
     log_q_kept = log_q.gather(-1, indices)  # (C, k)
     log_q_tail = log_q.scatter(-1, indices, float("-inf")).logsumexp(-1)  # (C,)
     p_kept = teacher_log_kept.exp()

@@ -36,14 +36,12 @@ from distill.models import ModelSpec, build_model
 log = logging.getLogger(__name__)
 
 
-def block_influence(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], max_batches: int) -> torch.Tensor:
+def block_influence(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
     """:math:`BI_i` of every layer of ``model`` ``(num_layers,)``, averaged over the real tokens of
-    the first ``max_batches`` of ``batches`` (eval mode, no gradients)."""
+    ``batches`` (eval mode, no gradients)."""
     total, tokens = None, 0
     with calibrating(model) as device, torch.no_grad():
-        for number, batch in enumerate(batches):
-            if number >= max_batches:
-                break
+        for batch in batches:
             inputs = model_inputs(batch, device)
             hidden = model(**inputs, output_hidden_states=True).hidden_states
             real = inputs["attention_mask"].bool()
@@ -85,8 +83,7 @@ def choose_student_layers(
         source, _ = build_model(ModelSpec(name_or_path=spec.init_source), num_labels, task=task)
     else:
         source = teacher
-    influence = block_influence(source, calibration_batches(datamodule, spec.layer_choice_batches, batch_size),
-                                spec.layer_choice_batches)
+    influence = block_influence(source, calibration_batches(datamodule, spec.layer_choice_batches, batch_size))
     layers = most_influential_layers(influence, len(spec.init_from_teacher_layers))
     log.info("student layers by block influence: %s of %s (influence %s)", layers, spec.init_source or "the teacher",
              ", ".join(f"{value:.4f}" for value in influence.tolist()))

@@ -131,9 +131,9 @@ def _temperature_problems(cfg: DictConfig, settings) -> list[str]:
                              for value in values):
         return [f"teacher_cache.temperatures={listed!r}: a list of temperatures > 0 (e.g. [1,2,4,8]), or null "
                 "for the run's loss.temperature"]
-    temperature = (cfg.get("loss") or {}).get("temperature")
-    if cfg.get("task") == "causal_lm" and temperature is not None and float(temperature) not in [float(v) for v in values]:
-        return [f"loss.temperature={temperature}: not among teacher_cache.temperatures={[float(v) for v in values]}, "
+    temperature, stored = (cfg.get("loss") or {}).get("temperature"), cache_temperatures(cfg)
+    if cfg.get("task") == "causal_lm" and temperature is not None and float(temperature) not in stored:
+        return [f"loss.temperature={temperature}: not among teacher_cache.temperatures={stored}, "
                 "which the cache stores the tail mass for; add it to the list"]
     return []
 

@@ -83,11 +83,10 @@ class TokenTopKSplit:
     def shape_problem(self) -> str | None:
         """Why the arrays do not fit together (``None`` when they do)."""
         rows, k = self.values.shape
-        expected = {"topk_indices": (rows, k), "tail_logsumexp": (rows, len(self.temperatures))}
-        for part, shape in expected.items():
-            actual = {"topk_indices": self.indices, "tail_logsumexp": self.tails}[part].shape
-            if tuple(actual) != shape:
-                return f"{part} has shape {list(actual)}, expected {list(shape)}"
+        for part, array, shape in (("topk_indices", self.indices, (rows, k)),
+                                   ("tail_logsumexp", self.tails, (rows, len(self.temperatures)))):
+            if tuple(array.shape) != shape:
+                return f"{part} has shape {list(array.shape)}, expected {list(shape)}"
         if self.offsets.ndim != 1 or int(self.offsets[-1]) != rows or int(self.offsets[0]) != 0:
             return f"offsets end at {int(self.offsets[-1])}, the arrays have {rows} rows"
         return None

@@ -37,7 +37,7 @@ def test_block_influence_is_one_minus_the_mean_cosine_over_real_tokens():
     # Padding (mask 0) is a vector the layers would treat alike; it must not count.
     batch = {"input_ids": torch.tensor([[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]]),
              "attention_mask": torch.tensor([[1, 1, 0]]), "labels": torch.tensor([0])}
-    influence = block_influence(_Stack(), [batch, batch], max_batches=1)
+    influence = block_influence(_Stack(), [batch, batch])
     torch.testing.assert_close(influence, torch.tensor([1.0, 0.0, 1.0 - 2**-0.5]))  # cos 90°, 0°, 45°
     assert most_influential_layers(influence, 2) == [0, 2]  # the identity layer goes
     assert most_influential_layers(torch.tensor([0.3, 0.1, 0.3]), 1) == [0]  # a tie keeps the earlier layer
