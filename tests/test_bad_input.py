@@ -145,6 +145,15 @@ CASES = {
         ["compress=prune_magnitude", "compress.prune.start_step=50", "compress.prune.end_step=20"], {},
         ["compress.prune.end_step=20: schedule=gradual needs an integer end_step > start_step"],
     ),
+    "prune heads keeps every head": (
+        ["compress=prune_heads", "compress.prune_heads.sparsity=0.2"], {},
+        ["compress.prune_heads.sparsity=0.2: keeps every head of 2 heads", "prunes 1 to 1 of them"],
+    ),
+    "prune heads importance": (
+        ["compress=[prune_ffn,prune_heads]", "compress.prune_heads.importance=taylor", "compress.prune.every=0"], {},
+        ["compress.prune_heads.importance='taylor': allowed: ['activation', 'gradient']",
+         "compress.prune.every=0: an integer >= 1"],
+    ),
     # --- teacher_cache (distill/teacher_cache/run.py): checked before any weights load
     "teacher cache and hidden states": (
         ["teacher_cache.enabled=true", "loss=kd_ce_cos"], {},

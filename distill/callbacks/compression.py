@@ -4,7 +4,6 @@ other settings."""
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import lightning as L
@@ -47,6 +46,7 @@ def refuse_other_settings(field: str, done: str, saved: dict[str, Any] | None, c
 
 
 def calibration_inputs(trainer: L.Trainer, count: int) -> list[dict]:
-    """The first ``count`` training batches of the run (labelled data, no transfer text); the
-    calibration pass (:func:`distill.calibration.run_calibration`) leaves the labels out."""
-    return list(itertools.islice(trainer.datamodule.train_dataloader(transfer=False, sharded=False), count))
+    """The first ``count`` training batches of the run (labelled data, no transfer text:
+    ``datamodule.calibration_batches``); the calibration pass
+    (:func:`distill.calibration.run_calibration`) leaves the labels out."""
+    return trainer.datamodule.calibration_batches(count)

@@ -1,6 +1,6 @@
 """The ``compress`` group's pruning callbacks: masks on the student's weights during distillation
-(:class:`Pruning`: magnitude, Wanda, SparseGPT, N:M) and structured FFN-neuron pruning with a
-physically smaller export (:class:`FeedForwardPruning`).
+(:class:`Pruning`: magnitude, Wanda, SparseGPT, N:M), and the base every pruning callback shares
+(the structured ones, FFN neurons and attention heads: :mod:`distill.callbacks.structured_pruning`).
 
 The masks live in the callback (saved in checkpoints, restored by ``ckpt_path=`` resume) and reach
 the student in one place, :class:`~distill.pruning.masks.MaskSet`: gradients of pruned weights are
@@ -23,10 +23,10 @@ from torch import nn
 from distill.calibration import input_statistics
 from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
 from distill.errors import ConfigError
-from distill.pruning.masks import MaskSet, global_masks, kept_count, layer_mask, n_m_mask, row_mask
+from distill.pruning.masks import MaskSet, global_masks, layer_mask, n_m_mask, row_mask
 from distill.pruning.schedule import SparsitySchedule
 from distill.pruning.scores import magnitude_scores, wanda_scores
-from distill.pruning.settings import CRITERIA, FIELD, IMPORTANCE, SCOPES, parse_pattern, schedule_problems
+from distill.pruning.settings import CRITERIA, FIELD, SCOPES, parse_pattern, schedule_problems
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,14 @@ log = logging.getLogger(__name__)
 Calibration = Callable[[], Iterable[dict[str, torch.Tensor]]]
 
 
-class _MaskedPruning(StudentCompression):
+class MaskedPruning(StudentCompression):
     """What every pruning callback shares: the schedule, the masks and where they are applied,
     logging, checkpoint state and the end-of-run figures. Subclasses compute the masks."""
 
     method = "prune"
     order = 0
+    #: Where the node sits in the run config (its problems and a resume's refusal name it).
+    field = FIELD
     #: Whether computing the masks also changes the kept weights (SparseGPT).
     rewrites_weights = False
 
@@ -49,7 +51,7 @@ class _MaskedPruning(StudentCompression):
     ) -> None:
         """``problems``: the subclass's own fields'; raised with the schedule's in one :class:`ConfigError`."""
         problems = problems + schedule_problems(
-            schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches
+            schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches, self.field
         )
         if problems:
             raise ConfigError(problems)
@@ -121,7 +123,7 @@ class _MaskedPruning(StudentCompression):
         return {"settings": self.settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        refuse_other_settings(FIELD, "pruned", state_dict.get("settings"), self.settings())
+        refuse_other_settings(self.field, "pruned", state_dict.get("settings"), self.settings())
         self.masks = MaskSet(state_dict.get("masks") or {})
         self.last_update = state_dict.get("last_update")
         self._figures = None
@@ -157,7 +159,7 @@ class _MaskedPruning(StudentCompression):
         return {}
 
 
-class Pruning(_MaskedPruning):
+class Pruning(MaskedPruning):
     """Unstructured or N:M pruning of the student's Linear layers during (or after) distillation.
 
     Criteria (score: larger is kept):
@@ -300,85 +302,3 @@ class Pruning(_MaskedPruning):
                 layer.weight.copy_(weight)
             masks[f"{name}.weight"] = mask
         return masks
-
-
-class FeedForwardPruning(_MaskedPruning):
-    """Structured pruning of FFN neurons: ``sparsity`` of each layer's intermediate neurons are
-    switched off (the same number in every layer) by their importance on calibration batches
-    (:mod:`distill.pruning.structured`); at the end of the run they are removed, so the exported
-    student is dense, smaller, and loads with ``from_pretrained`` (its config's
-    ``intermediate_size`` is the kept width).
-
-    Args: ``sparsity``, ``schedule``, ``start_step``, ``end_step``, ``every``,
-        ``initial_sparsity``, ``calibration_batches`` as in :class:`Pruning`;
-        importance: ``activation`` (RMS activation of the neuron over the calibration tokens) or
-            ``gradient`` (first-order Taylor: ``Σ_x |Σ_t a·∂L/∂a|`` on the labelled calibration batches).
-    """
-
-    method = "prune-ffn"
-
-    def __init__(
-        self,
-        sparsity: float = 0.5,
-        importance: str = "activation",
-        schedule: str = "one_shot",
-        start_step: int = 0,
-        end_step: int | None = None,
-        every: int = 10,
-        initial_sparsity: float = 0.0,
-        calibration_batches: int = 8,
-    ) -> None:
-        problems = []
-        if importance not in IMPORTANCE:
-            problems.append(f"{FIELD}.importance={importance!r}: allowed: {list(IMPORTANCE)}")
-        super().__init__(problems, schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
-        self.importance = importance
-
-    def settings(self) -> dict[str, Any]:
-        return {
-            "structure": "ffn_neurons", "criterion": self.importance, "sparsity": self.schedule.sparsity,
-            "schedule": self.schedule.kind, "start_step": self.schedule.start_step,
-            "end_step": self.schedule.end_step, "every": self.schedule.every,
-        }
-
-    def describe(self) -> str:
-        return f"FFN neurons {self.schedule.sparsity:.0%} ({self.importance})"
-
-    def model_problems(self, student: nn.Module) -> list[str]:
-        from distill.pruning.structured import feed_forwards
-
-        try:
-            feed_forwards(student)
-        except ValueError as error:
-            return [f"{FIELD}: FFN pruning cannot find the student's feed-forward layers: {error}"]
-        return []
-
-    def compute_masks(self, student: nn.Module, calibration: Calibration, sparsity: float) -> dict[str, torch.Tensor]:
-        from distill.pruning.structured import (
-            feed_forwards,
-            kept_neurons,
-            neuron_gradient_importance,
-            neuron_importance,
-            neuron_masks,
-        )
-
-        ffns = feed_forwards(student)
-        score = neuron_gradient_importance if self.importance == "gradient" else neuron_importance
-        importance = score(student, ffns, calibration())
-        masks = {}
-        for ffn in ffns:
-            width = importance[ffn.layer].numel()
-            alive = self.masks.get(f"{ffn.down}.weight")
-            kept = kept_neurons(importance[ffn.layer], kept_count(width, sparsity), None if alive is None else alive[0])
-            masks.update(neuron_masks(student, ffn, kept))
-        return masks
-
-    def export(self, student: nn.Module) -> dict[str, Any]:
-        from distill.pruning.structured import feed_forwards, intermediate_size, shrink_feed_forwards
-
-        before = intermediate_size(student)
-        kept = {ffn.layer: self.masks.get(f"{ffn.down}.weight")[0].cpu() for ffn in feed_forwards(student)}
-        width = shrink_feed_forwards(student, kept)
-        self.masks = MaskSet()  # the pruned rows and columns are gone; nothing left to mask
-        log.info("FFN width %d -> %d in every layer (removed, not masked)", before, width)
-        return {"intermediate_size": {"before": before, "after": width}, "physically_removed": True}

@@ -12,6 +12,7 @@ the models' before any work is done; :meth:`~BatchedTextDataModule.prepare` then
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 from collections.abc import Callable, Sized
@@ -177,6 +178,11 @@ class BatchedTextDataModule(L.LightningDataModule):
         if not is_int(self.num_workers) or self.num_workers < 0:
             problems.append(f"data.num_workers={self.num_workers!r} is invalid: use an integer >= 0.")
         return problems
+
+    def calibration_batches(self, count: int) -> list[dict[str, torch.Tensor]]:
+        """The first ``count`` training batches, in the training order: what a compression method
+        (pruning importance, GPTQ, Wanda) calibrates on. Subclasses with a transfer set leave it out."""
+        return list(itertools.islice(self.train_dataloader(), count))
 
     def _train_sampler(self, dataset: Sized, seed: int, sharded: bool = True) -> Sampler[int]:
         """Length-grouped shuffle, plain shuffle, or file order (``shuffle=False``), seeded by ``seed``.

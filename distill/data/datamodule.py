@@ -11,6 +11,7 @@ the bad value, what the data allows, and how to fix it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -277,6 +278,10 @@ class TextClassificationDataModule(SplitSources, BatchedTextDataModule):
         return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
 
     # ------------------------------------------------------------------ data loaders
+
+    def calibration_batches(self, count: int) -> list[dict]:
+        """The first ``count`` labelled training batches (no transfer text), the same in every process."""
+        return list(itertools.islice(self.train_dataloader(transfer=False, sharded=False), count))
 
     def train_dataloader(self, seed: int | None = None, transfer: bool = True, sharded: bool = True) -> DataLoader:
         """Training batches: length-grouped shuffle, plain shuffle, or file order (``shuffle=False``).

@@ -8,14 +8,10 @@ contribution exactly (``act(0)·0 = 0``; GELU(0) = SiLU(0) = 0), and removing th
 the same function. The same number of neurons is kept in every layer, so ``intermediate_size`` stays
 one number in the config.
 
-Importance, over the calibration batches, read at the down projection's input ``a``:
-
-- ``activation``: the root-mean-square activation ``sqrt(Σ_t a_tk² / n)`` over the real tokens (the
-  activation criterion of Minitron, Muralidharan et al. 2024, arXiv:2407.14679);
-- ``gradient``: the first-order Taylor estimate of the loss change when the neuron is removed,
-  ``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` per example ``x``, ``L`` the model's own task loss on the batch's labels
-  (Michel et al. 2019, "Are Sixteen Heads Really Better than One?", for heads; Molchanov et al. 2019
-  for neurons).
+Importance, over the calibration batches, read at the down projection's input ``a``
+(:mod:`distill.pruning.importance`): ``activation``, the root-mean-square ``sqrt(Σ_t a_tk² / n)``
+over the real tokens (Minitron), or ``gradient``, the first-order Taylor term ``Σ_x |Σ_t a_tk ·
+∂L/∂a_tk|`` (Molchanov et al. 2019).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from distill.calibration import calibrating, input_statistics, model_inputs
+from distill.pruning.importance import rms_importance, taylor_importance
 
 #: The part of a module name that names its transformer layer (``encoder.layer.3``, ``layers.3``, ``h.3``).
 LAYER_PREFIX = re.compile(r"^(.*?(?:^|\.)(?:layer|layers|h|block|blocks)\.\d+)\.")
@@ -77,43 +73,13 @@ def feed_forwards(model: nn.Module) -> list[FeedForward]:
 
 def neuron_importance(model: nn.Module, ffns: list[FeedForward], calibration) -> dict[str, torch.Tensor]:
     """RMS activation of every FFN neuron over the calibration tokens, by layer."""
-    stats = input_statistics(model, [ffn.down for ffn in ffns], calibration)
-    return {ffn.layer: (stats[ffn.down].square_sums / stats[ffn.down].count).sqrt() for ffn in ffns}
+    return rms_importance(model, {ffn.layer: ffn.down for ffn in ffns}, calibration)
 
 
 def neuron_gradient_importance(model: nn.Module, ffns: list[FeedForward], calibration) -> dict[str, torch.Tensor]:
-    """``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` of every FFN neuron (padding left out), by layer. ``L`` is
-    ``model(**inputs, labels=labels).loss``; the batches must carry ``labels``. Only the activations'
-    gradients are taken (``torch.autograd.grad``): the parameters' ``.grad`` are left untouched."""
-    scores: dict[str, torch.Tensor] = {}
-    seen: dict[str, torch.Tensor] = {}
-
-    def capture(layer: str):
-        def pre_hook(module: nn.Module, args: tuple):
-            activation = args[0] if args[0].requires_grad else args[0].detach().requires_grad_()
-            seen[layer] = activation
-            return (activation, *args[1:])
-
-        return pre_hook
-
-    # Eval mode (no dropout): the scores of the function that ships.
-    with calibrating(model, pre_hooks={ffn.down: capture(ffn.layer) for ffn in ffns}) as device, torch.enable_grad():
-        for batch in calibration:
-            if "labels" not in batch:
-                raise ValueError("gradient importance needs labelled calibration batches (a 'labels' field)")
-            inputs = model_inputs(batch, device)
-            loss = model(**inputs, labels=batch["labels"].to(device)).loss
-            layers = list(seen)
-            grads = torch.autograd.grad(loss, [seen[layer] for layer in layers])
-            mask = inputs.get("attention_mask")
-            for layer, grad in zip(layers, grads):
-                product = (seen[layer] * grad).detach().float()
-                if mask is not None and product.shape[:-1] == mask.shape:
-                    product = product * mask[..., None]
-                per_example = product.reshape(product.shape[0], -1, product.shape[-1]).sum(1).abs().sum(0)
-                scores[layer] = per_example if layer not in scores else scores[layer] + per_example
-            seen.clear()
-    return scores
+    """``Σ_x |Σ_t a_tk · ∂L/∂a_tk|`` of every FFN neuron (padding left out), by layer
+    (:func:`~distill.pruning.importance.taylor_importance`)."""
+    return taylor_importance(model, {ffn.layer: ffn.down for ffn in ffns}, calibration)
 
 
 def kept_neurons(importance: torch.Tensor, keep: int, alive: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,7 +106,7 @@ def neuron_masks(model: nn.Module, ffn: FeedForward, kept: torch.Tensor) -> dict
     return masks
 
 
-def _slice_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> None:
+def slice_linear(layer: nn.Linear, index: torch.Tensor, dim: int) -> None:
     """Keep the ``index`` rows (``dim=0``: outputs) or columns (``dim=1``: inputs) of ``layer``."""
     with torch.no_grad():
         weight = layer.weight.index_select(dim, index.to(layer.weight.device)).clone()
@@ -166,7 +132,7 @@ def shrink_feed_forwards(model: nn.Module, kept: dict[str, torch.Tensor]) -> int
             raise ValueError(f"{ffn.layer}: no neuron mask (masks for {sorted(kept)})")
         index = kept[ffn.layer].nonzero().flatten()
         for name in ffn.up:
-            _slice_linear(model.get_submodule(name), index, dim=0)
-        _slice_linear(model.get_submodule(ffn.down), index, dim=1)
+            slice_linear(model.get_submodule(name), index, dim=0)
+        slice_linear(model.get_submodule(ffn.down), index, dim=1)
     model.config.intermediate_size = width
     return width
