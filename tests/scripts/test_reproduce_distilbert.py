@@ -85,3 +85,13 @@ def test_retention_reading_weighs_the_goal_against_the_spread() -> None:
     )
     assert reproduce.retention_reading([0.995, 0.996], quick=False).endswith("goal ≥ 99%: met")
     assert reproduce.retention_reading([0.5, 0.6], quick=True) == "mean ± std over 2 seeds"
+
+
+def test_the_results_page_names_the_runs_folder_not_this_machines_path(tmp_path: Path) -> None:
+    work = tmp_path / "reproduce"
+    plan = reproduce.Reproduction(reproduce.FULL, work, quick=False)
+    command = " ".join(plan.task_runs(["A"])[0].command)
+    assert str(work) in command  # the plan runs with the absolute path ...
+    page = reproduce.portable(f"Sweep report: `{work}/sweep`\n{command}\n", work)
+    assert str(tmp_path) not in page  # ... the page names it <work-dir>
+    assert "Sweep report: `<work-dir>/sweep`" in page and "teacher.name_or_path=<work-dir>/teacher/student" in page
