@@ -1,6 +1,6 @@
 """One calibration pass: the student run over calibration batches with forward hooks on the layers
-a compression method reads (GPTQ's and SparseGPT's Hessians, Wanda's input norms, the LLM.int8()
-outlier search, FFN neuron importance), and the damped inverse-Hessian factor GPTQ and SparseGPT
+a compression method reads (GPTQ's and SparseGPT's Hessians, Wanda's input norms, AWQ's activation
+scales, the LLM.int8() outlier search, FFN neuron and head importance), and the damped inverse-Hessian factor GPTQ and SparseGPT
 both walk."""
 
 from __future__ import annotations
@@ -65,11 +65,18 @@ def run_calibration(
 class InputStatistics:
     """What one layer's inputs ``X`` (``n × K``: the token positions of the calibration batches,
     padding left out) were: ``n``, the squared norm of each input feature ``‖X_j‖² = Σ_t x_tj²``,
-    and, when asked for, the Gram matrix ``XᵀX`` (``K × K``)."""
+    its absolute sum ``Σ_t |x_tj|`` (AWQ's activation scale is its mean), and, when asked for, the
+    Gram matrix ``XᵀX`` (``K × K``)."""
 
     count: int
     square_sums: torch.Tensor
     gram: torch.Tensor | None = None
+    abs_sums: torch.Tensor | None = None
+
+    @property
+    def mean_abs(self) -> torch.Tensor:
+        """``Σ_t |x_tj| / n`` per input feature."""
+        return self.abs_sums / self.count
 
     @property
     def norms(self) -> torch.Tensor:
@@ -102,11 +109,12 @@ def input_statistics(
             if name not in stats:
                 width = x.shape[-1]
                 stats[name] = InputStatistics(
-                    0, x.new_zeros(width), x.new_zeros(width, width) if gram else None
+                    0, x.new_zeros(width), x.new_zeros(width, width) if gram else None, x.new_zeros(width)
                 )
             entry = stats[name]
             entry.count += x.shape[0]
             entry.square_sums += x.square().sum(0)
+            entry.abs_sums += x.abs().sum(0)
             if entry.gram is not None:
                 entry.gram.addmm_(x.T, x)
 

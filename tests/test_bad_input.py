@@ -128,6 +128,16 @@ CASES = {
         ["compress=ptq_int8", "+compress.quantize.start_step=5"], {},
         ["compress.quantize.start_step: unknown option", "PostTrainingQuantization"],
     ),
+    "awq and smoothquant formats": (
+        ["compress=smoothquant_int8", "compress.quantize.activations=null"], {},
+        ["compress.quantize.method=smoothquant: smooths activations for int8 activation quantization; set activations=int8"],
+    ),
+    "alpha without smoothquant": (
+        ["compress=awq_int4", "+compress.quantize.alpha=0.7", "compress.quantize.weights=ternary",
+         "compress.quantize.group_size=null"], {},
+        ["compress.quantize.method=awq: weight-only integer formats; got weights='ternary'",
+         "compress.quantize.alpha=0.7: method=smoothquant's migration strength"],
+    ),
     "prune sparsity and criterion": (
         ["compress=prune_magnitude", "compress.prune.sparsity=1.0", "compress.prune.criterion=taylor"], {},
         ["compress.prune.sparsity=1.0: a fraction 0 < sparsity < 1",

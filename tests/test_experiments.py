@@ -14,16 +14,17 @@ from distill.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "distill" / "conf" / "experiment").glob("*.yaml"))
 HUB_EXPERIMENTS = [name for name in EXPERIMENTS if name.endswith("_hub")]
-#: The sst2_{qat,ptq,gptq}_* experiments are the quickstart with one compress preset each. One per
-#: code path trains here (torchao int8 fake-quant with activations, BitNet ternary, GPTQ); the
-#: others differ from these only in their preset's fields, which tests/test_cli.py validates for
-#: every experiment, and tests/quantization/ runs every format on tiny models.
+#: The sst2_{qat,ptq,gptq,awq,smoothquant}_* experiments are the quickstart with one compress preset
+#: each. One per code path trains here (torchao int8 fake-quant with activations, BitNet ternary,
+#: GPTQ); the others differ from these only in their preset's fields, which tests/test_cli.py
+#: validates for every experiment, tests/quantization/ runs every format on tiny models, and
+#: tests/callbacks/test_quantization.py trains the AWQ and SmoothQuant presets on a tiny student.
 #: Of the pruning experiments, FFN removal trains here; gradual magnitude, 2:4 Wanda and FFN removal
 #: on tiny models are what tests/callbacks/test_pruning.py and tests/test_ddp.py train (sst2_minitron
 #: differs from sst2_prune_ffn50 in its student's layer list and the preset's fields, which
-#: tests/test_cli.py validates).
+#: tests/test_cli.py validates; head pruning trains in tests/callbacks/test_structured_pruning.py).
 COMPRESS_PATHS = {"sst2_qat_int8", "sst2_qat_ternary", "sst2_gptq_int2", "sst2_prune_ffn50"}
-SAME_PATH = [name for name in EXPERIMENTS if name.startswith(("sst2_qat_", "sst2_ptq_", "sst2_gptq_", "sst2_prune"))
+SAME_PATH = [name for name in EXPERIMENTS if name.startswith(("sst2_qat_", "sst2_ptq_", "sst2_gptq_", "sst2_awq_", "sst2_smoothquant_", "sst2_prune"))
              and name not in COMPRESS_PATHS]
 
 #: Small budgets on the experiments' own models: one training and one validation batch, teachers

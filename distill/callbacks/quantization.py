@@ -1,5 +1,5 @@
 """The ``compress`` group's quantization callbacks: fake-quant QAT during distillation, and PTQ of
-the trained student (round-to-nearest, GPTQ, LLM.int8()-style outliers). Both end with :meth:`compress_student`, which
+the trained student (round-to-nearest, GPTQ, AWQ, SmoothQuant, LLM.int8()-style outliers). Both end with :meth:`compress_student`, which
 ``distill.train`` calls after the last stage: the student is converted to real integer weights,
 evaluated as it will be exported, and saved through :func:`distill.export.save_student`.
 
@@ -156,8 +156,11 @@ class QuantizationAwareTraining(_Quantization):
         refuse_other_settings(FIELD, "trained", state_dict.get("scheme"), self.describe_scheme())
 
 
-#: PTQ methods: round-to-nearest, and GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`).
-PTQ_METHODS = ("rtn", "gptq")
+#: PTQ methods: round-to-nearest; GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`); AWQ
+#: (Lin et al. 2024) and SmoothQuant (Xiao et al. 2023), both :mod:`distill.quantization.equalization`.
+PTQ_METHODS = ("rtn", "gptq", "awq", "smoothquant")
+#: What each method quantizes: weight-only integer formats, or int8 activations too.
+WEIGHT_ONLY_METHODS = ("gptq", "awq")
 
 
 class PostTrainingQuantization(_Quantization):
@@ -166,10 +169,15 @@ class PostTrainingQuantization(_Quantization):
     :class:`QuantizationAwareTraining` (the baselines QAT must beat).
 
     Args: see :class:`~distill.quantization.formats.QuantizationScheme`, plus
-        method: ``rtn`` (round-to-nearest) or ``gptq`` (second-order error compensation from the
+        method: ``rtn`` (round-to-nearest); ``gptq`` (second-order error compensation from the
             inputs each layer sees on ``calibration_batches`` training batches; weight-only, integer
-            formats).
-        calibration_batches: training batches GPTQ and the outlier search read.
+            formats); ``awq`` (per-input-feature scales from the mean |activation|, exponent searched
+            per layer for the smallest output error; weight-only, integer formats); ``smoothquant``
+            (activation outliers moved into the weights before int8 activations: ``activations:
+            int8``). AWQ and SmoothQuant keep their scale as an elementwise product before each
+            quantized layer (:class:`~distill.quantization.equalization.InputScaledLinear`).
+        calibration_batches: training batches GPTQ, AWQ, SmoothQuant and the outlier search read.
+        alpha: ``method: smoothquant`` only: the migration strength ``α`` (default 0.5).
         outlier_threshold: ``method: rtn``, int8 only: input features whose |x| exceeds it on the
             calibration batches stay in float (LLM.int8(), :mod:`distill.quantization.outliers`).
     """
@@ -186,17 +194,26 @@ class PostTrainingQuantization(_Quantization):
         method: str = "rtn",
         calibration_batches: int = 16,
         outlier_threshold: float | None = None,
+        alpha: float | None = None,
     ) -> None:
         problems = []
         if outlier_threshold is not None and method != "rtn":
             problems.append(f"{FIELD}.outlier_threshold: an option of method=rtn (int8), not method={method!r}")
         if method not in PTQ_METHODS:
             problems.append(f"{FIELD}.method={method!r}: allowed: {list(PTQ_METHODS)}")
-        elif method == "gptq" and (weights == "ternary" or activations):
+        elif method in WEIGHT_ONLY_METHODS and (weights == "ternary" or activations):
             problems.append(
-                f"{FIELD}.method=gptq: weight-only integer formats; got weights={weights!r}, "
+                f"{FIELD}.method={method}: weight-only integer formats; got weights={weights!r}, "
                 f"activations={activations!r} (use method=rtn for those)"
             )
+        elif method == "smoothquant" and (weights == "ternary" or activations != "int8"):
+            problems.append(
+                f"{FIELD}.method=smoothquant: smooths activations for int8 activation quantization; set "
+                f"activations=int8 and integer weights (got weights={weights!r}, activations={activations!r})"
+            )
+        if alpha is not None and (method != "smoothquant" or isinstance(alpha, bool)
+                                  or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1):
+            problems.append(f"{FIELD}.alpha={alpha!r}: method=smoothquant's migration strength, 0 <= alpha <= 1, or null")
         if not _positive_int(calibration_batches, 1):
             problems.append(f"{FIELD}.calibration_batches={calibration_batches!r}: an integer >= 1")
         super().__init__(
@@ -207,6 +224,9 @@ class PostTrainingQuantization(_Quantization):
         self.method = f"ptq-{method}"
         self.outlier_features: dict[str, int] | None = None
         self.calibration_batches = calibration_batches
+        self.alpha = alpha
+        #: What AWQ / SmoothQuant chose per layer (α; the flattening of the activation range).
+        self.equalization: dict[str, float] | None = None
 
     def quantize(self, student, trainer: L.Trainer) -> None:
         if self.scheme.outlier_threshold is not None:
@@ -217,15 +237,32 @@ class PostTrainingQuantization(_Quantization):
             total = sum(self.outlier_features.values())
             width = sum(student.get_submodule(name).in_features for name in linears)
             log.info("LLM.int8() outliers: %d of %d input features (%.2f%%) kept in float", total, width, 100 * total / width)
-        if self.method != "ptq-gptq":
-            convert_student(student, self.scheme)
-            return
-        from distill.quantization.gptq import gptq_quantize
+        if self.method == "ptq-gptq":
+            from distill.quantization.gptq import gptq_quantize
 
-        gptq_quantize(student, self.scheme, calibration_inputs(trainer, self.calibration_batches))
+            gptq_quantize(student, self.scheme, calibration_inputs(trainer, self.calibration_batches))
+            return
+        if self.method in ("ptq-awq", "ptq-smoothquant"):
+            from distill.quantization.equalization import SMOOTHQUANT_ALPHA, awq_equalize, smoothquant_equalize
+
+            batches = calibration_inputs(trainer, self.calibration_batches)
+            if self.method == "ptq-awq":
+                self.equalization = awq_equalize(student, self.scheme, batches)
+                log.info("AWQ: mean alpha %.2f over %d layers", sum(self.equalization.values()) / len(self.equalization),
+                         len(self.equalization))
+            else:
+                self.alpha = SMOOTHQUANT_ALPHA if self.alpha is None else self.alpha
+                self.equalization = smoothquant_equalize(student, self.scheme, batches, self.alpha)
+        convert_student(student, self.scheme)
 
     def extra_figures(self) -> dict[str, Any]:
-        """With ``outlier_threshold``: how many input features stay in float, in all and per layer."""
+        """With ``outlier_threshold``: how many input features stay in float, in all and per layer;
+        AWQ: the α chosen per layer; SmoothQuant: α, and per layer how much flatter the activation
+        range became (``max/median`` of the feature maxima, before over after)."""
+        if self.method == "ptq-awq" and self.equalization is not None:
+            return {"awq_alpha_per_layer": self.equalization}
+        if self.method == "ptq-smoothquant" and self.equalization is not None:
+            return {"smoothquant_alpha": self.alpha, "smoothquant_flattening_per_layer": self.equalization}
         if self.outlier_features is None:
             return {}
         return {"outlier_features": sum(self.outlier_features.values()), "outlier_features_per_layer": self.outlier_features}

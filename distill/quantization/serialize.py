@@ -6,7 +6,9 @@ A converted student (:func:`distill.quantization.convert_student`) is written as
   ``<name>.qdata`` (codes ``q`` offset to ``q − q_min`` and packed ``bits`` per code, 8 / bits codes
   per byte for 2 and 4 bits), ``<name>.scale`` and, when asymmetric, ``<name>.zero_point``;
 - ``quantization.json``: per quantized weight its format (bits, shape, block size, activation
-  quantization), plus the scheme that produced them.
+  quantization), plus the scheme that produced them, and the layers whose layout differs from the
+  stock model's: ``outliers`` (LLM.int8()-style split layers) and ``input_scaled`` (AWQ /
+  SmoothQuant: the input times ``input_scale`` before the quantized layer).
 
 The file is deliberately not ``model.safetensors``: ``from_pretrained`` on the folder fails loudly
 instead of building a model whose quantized weights are missing. :func:`distill.export.load_student`
@@ -24,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distill.quantization.equalization import InputScaledLinear
 from distill.quantization.outliers import OutlierLinear
 from distill.quantization.ternary import TernaryLinear
 
@@ -135,10 +138,22 @@ def outlier_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
     }
 
 
+def input_scaled_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The layers AWQ or SmoothQuant rescaled (:class:`InputScaledLinear`): their bias."""
+    return {
+        name: {"bias": module.linear.bias is not None}
+        for name, module in model.named_modules()
+        if isinstance(module, InputScaledLinear)
+    }
+
+
 def write_quantized(model: nn.Module, directory: Path, scheme: dict | None) -> None:
     """``quantized.safetensors`` + ``quantization.json`` + ``config.json`` of a converted ``model``."""
     tensors, weights = quantized_state(model)
-    manifest = {"format_version": FORMAT_VERSION, "scheme": scheme, "weights": weights, "outliers": outlier_layout(model)}
+    manifest = {
+        "format_version": FORMAT_VERSION, "scheme": scheme, "weights": weights,
+        "outliers": outlier_layout(model), "input_scaled": input_scaled_layout(model),
+    }
     model.config.architectures = [type(model).__name__]  # as save_pretrained does: load_student reads it
     model.config.save_pretrained(directory)
     save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "distill-quantized"})
@@ -158,6 +173,9 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
     for name, layout in manifest.get("outliers", {}).items():  # the split layers' shells, to load into
         linear = model.get_submodule(name)
         _replace(model, name, OutlierLinear(linear.in_features, linear.out_features, layout["count"], layout["bias"]))
+    for name, layout in manifest.get("input_scaled", {}).items():
+        linear = model.get_submodule(name)
+        _replace(model, name, InputScaledLinear(linear.in_features, linear.out_features, layout["bias"]))
     plain = {key: value for key, value in tensors.items() if not key.rsplit(".", 1)[0] in quantized}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     left = sorted(set(missing) - set(quantized))

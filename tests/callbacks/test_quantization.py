@@ -108,3 +108,25 @@ def test_int8_ptq_with_outlier_features_reports_how_many_stay_float(data_dir, tm
     assert compression["outlier_features"] == sum(per_layer.values()) > 0  # tiny random BERT: |x| > 1 is common
     assert "fp outliers >1" in compression["format"]
     load_student(tmp_path / "run" / "student")  # the split layers load back
+
+
+@pytest.mark.parametrize("preset", ["awq_int2", "smoothquant_int8"])
+def test_awq_and_smoothquant_runs_report_their_scales_and_are_evaluated_as_exported(data_dir, tmp_path, preset):
+    from test_pruning import _accuracy_of
+
+    from distill.quantization.equalization import InputScaledLinear
+
+    overrides = [*TINY_RUN, f"compress={preset}", "compress.quantize.calibration_batches=2"]
+    summary = train(compose([*overrides, "trainer.max_steps=2"], tmp_path))
+    compression = summary["student"]["compression"]
+    linears = {name for name in compression["modules"] if "embeddings" not in name}
+    if preset == "awq_int2":
+        assert compression["method"] == "ptq-awq" and set(compression["awq_alpha_per_layer"]) == linears
+        assert all(0 <= alpha < 1 for alpha in compression["awq_alpha_per_layer"].values())
+    else:
+        assert compression["method"] == "ptq-smoothquant" and compression["smoothquant_alpha"] == 0.5
+        assert set(compression["smoothquant_flattening_per_layer"]) == linears
+    model = load_student(tmp_path / "run" / "student")
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, InputScaledLinear)
+    _, datamodule, _, _ = build_run(compose(overrides, tmp_path / "again"))
+    assert _accuracy_of(model, datamodule) == pytest.approx(summary["student"]["accuracy"], abs=1e-6)
