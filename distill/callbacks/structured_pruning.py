@@ -27,8 +27,15 @@ class _StructuredPruning(MaskedPruning):
     structure = ""
 
     def __init__(
-        self, sparsity: float, importance: str, schedule: str, start_step: int, end_step: int | None,
-        every: int, initial_sparsity: float, calibration_batches: int,
+        self,
+        sparsity: float = 0.5,
+        importance: str = "activation",
+        schedule: str = "one_shot",
+        start_step: int = 0,
+        end_step: int | None = None,
+        every: int = 10,
+        initial_sparsity: float = 0.0,
+        calibration_batches: int = 8,
     ) -> None:
         problems = []
         if importance not in IMPORTANCE:
@@ -59,19 +66,6 @@ class FeedForwardPruning(_StructuredPruning):
 
     method = "prune-ffn"
     structure = "ffn_neurons"
-
-    def __init__(
-        self,
-        sparsity: float = 0.5,
-        importance: str = "activation",
-        schedule: str = "one_shot",
-        start_step: int = 0,
-        end_step: int | None = None,
-        every: int = 10,
-        initial_sparsity: float = 0.0,
-        calibration_batches: int = 8,
-    ) -> None:
-        super().__init__(sparsity, importance, schedule, start_step, end_step, every, initial_sparsity, calibration_batches)
 
     def describe(self) -> str:
         return f"FFN neurons {self.schedule.sparsity:.0%} ({self.importance})"
@@ -134,19 +128,6 @@ class AttentionHeadPruning(_StructuredPruning):
     method = "prune-heads"
     structure = "attention_heads"
     field = HEADS_FIELD
-
-    def __init__(
-        self,
-        sparsity: float = 0.5,
-        importance: str = "activation",
-        schedule: str = "one_shot",
-        start_step: int = 0,
-        end_step: int | None = None,
-        every: int = 10,
-        initial_sparsity: float = 0.0,
-        calibration_batches: int = 8,
-    ) -> None:
-        super().__init__(sparsity, importance, schedule, start_step, end_step, every, initial_sparsity, calibration_batches)
 
     def describe(self) -> str:
         return f"attention heads {self.schedule.sparsity:.0%} ({self.importance})"
