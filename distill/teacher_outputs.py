@@ -12,6 +12,7 @@ from distill.losses import LossInputs, LossMix, ModelOutputs, TopKLogits
 from distill.losses.base import next_token_positions
 from distill.losses.ensemble import ensemble_logits, ensemble_predictions
 from distill.models.capture import capture_outputs
+from distill.teacher_cache.hidden_states import place_hidden_states
 
 
 def model_outputs(
@@ -80,7 +81,8 @@ class TeacherOutputs:
     ) -> ModelOutputs | None:
         """The teacher's outputs under no_grad, in eval mode, on the batch's device; with a teacher
         cache holding ``split`` (``train`` or ``eval``), its stored logits of the batch's examples
-        (found by the batch's ``example_index``).
+        (found by the batch's ``example_index``) and, when the losses read hidden states, the
+        cached layers' hidden states laid out as the teacher's (:meth:`_cached_hidden_states`).
 
         This is the one place the single teacher's outputs come from. Several teachers:
         :meth:`_ensemble_outputs`, the one place theirs come from.
@@ -97,7 +99,10 @@ class TeacherOutputs:
                 )
             if self.teacher_cache.token_level(split):
                 return ModelOutputs(logits=self._cached_top_k(split, example_index, batch["labels"]))
-            return ModelOutputs(logits=self.teacher_cache.logits(split, example_index))
+            hidden_states = None
+            if self.hidden_states_needed and self.teacher_cache.hidden_layers(split):
+                hidden_states = self._cached_hidden_states(split, example_index, inputs["attention_mask"])
+            return ModelOutputs(logits=self.teacher_cache.logits(split, example_index), hidden_states=hidden_states)
         device = inputs["input_ids"].device
         if next(teacher.parameters()).device != device:
             teacher.to(device)
@@ -124,6 +129,17 @@ class TeacherOutputs:
         indices[:, :-1][positions] = rows.indices
         tails[:, :-1][positions] = rows.tail_logsumexp
         return TopKLogits(values, indices, tails, rows.temperature)
+
+    def _cached_hidden_states(
+        self, split: str, example_index: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        """The teacher's ``hidden_states`` from the cache: ``num_hidden_layers + 1`` entries, each
+        cached layer ``(B, L, H)`` float32 with the example's stored rows at its non-padding
+        positions (zeros at padding), ``None`` at the layers not cached (the config checks refuse a
+        loss that reads one). A batch whose examples have other real-token counts than stored is
+        refused, naming the examples."""
+        rows, counts, depth = self.teacher_cache.hidden_states(split, example_index)
+        return place_hidden_states(rows, counts, attention_mask, depth, example_index)
 
     def _ensemble_outputs(self, inputs: dict[str, torch.Tensor]) -> dict[str, ModelOutputs]:
         """Each teacher's outputs under no_grad, in eval mode, on the batch's device (one forward

@@ -37,7 +37,7 @@ from distill.run_folder import log_saved_paths
 from distill.stages import STAGE_KEYS, stage_configs, stage_problems  # noqa: F401 - re-exported
 from distill.pruning.depth import choose_student_layers
 from distill.teacher_cache import TeacherOutputCache
-from distill.teacher_cache.run import cache_summary, prepare_teacher_cache
+from distill.teacher_cache.run import cache_layer_problems, cache_summary, prepare_teacher_cache
 from distill.teacher_finetune import finetuned_teacher_path
 from distill.validation import ConfigError, check_model_pair, check_run_config, check_teachers, run_num_labels
 from distill.validation.compress import compress_callbacks
@@ -197,7 +197,7 @@ def build_run(
     loss = None if any(p.startswith("loss") for p in problems) else instantiate(cfg.loss)
     later_losses = [instantiate(stage.loss) for stage in later_stages] if loss is not None else []
     num_labels = run_num_labels(cfg)
-    specs_sound = not any(p.startswith(("teacher", "student")) for p in problems)
+    specs_sound = not any(p.startswith(("teacher", "student")) and not p.startswith("teacher_cache") for p in problems)
     if student_spec is not None and specs_sound:
         compress = [] if any(p.startswith("compress") for p in problems) else compress_callbacks(cfg, problems)
         check_pair(
@@ -206,6 +206,8 @@ def build_run(
         )
         for later_loss in later_losses:
             check_pair(problems, teacher_spec, student_spec, num_labels, later_loss, None, None, task=cfg.task)
+        if loss is not None:  # bound now: which teacher hidden states each term reads is known
+            cache_layer_problems(problems, cfg, teacher_spec, num_labels, [loss, *later_losses])
     datamodule = prepared_data(cfg, student_tokenizer or teacher_tokenizer, problems)
 
     # Seed before any model is built: a config-built (random) teacher must be the same on every

@@ -8,6 +8,11 @@ step time and fit / whole-run wall time, their ratios, and the final metrics sid
     DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py                       # distilbert_task, 700 steps
     DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py --seeds 0 1 2 -- trainer.max_steps=200
     DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py --experiment smollm2_token_kd -- data.train_limit=800
+    DISTILL_DATA_DIR=../shared/data python scripts/bench_cache.py --experiment quickstart -- 'teacher_cache.hidden_layers=[-1]'
+
+Overrides after ``--`` apply to every way, except ``teacher_cache.*`` ones, which apply to the cache
+build and the cached way only (the online and student-only runs use no cache). The student-only
+way is always ``loss=ce``, whatever loss the experiment or the overrides name.
 
 Goals (issue: teacher cache): cached step <= 1.10x the student-only step; metrics equal within
 float16 rounding (teacher_cache.dtype=float32 for identical teacher targets).
@@ -69,18 +74,21 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_cache-"))
-    base = [f"experiment={args.experiment}", *args.overrides]
+    cache_only = [item for item in args.overrides if item.lstrip("+~").startswith("teacher_cache.")]
+    base = [f"experiment={args.experiment}", *(item for item in args.overrides if item not in cache_only)]
+    ways = {way: [*overrides, *cache_only] if way == "cached" else overrides for way, overrides in WAYS.items()}
     cache_dir = args.cache_dir  # None: the config's paths.cache_dir (DISTILL_CACHE_DIR or ~/.cache/distill)
 
     start = time.perf_counter()
-    built = cache_teacher(run_config([*base, "stage=cache_teacher"], out / "cache_build", cache_dir))
+    built = cache_teacher(run_config([*base, *cache_only, "stage=cache_teacher"], out / "cache_build", cache_dir))
     build_seconds = time.perf_counter() - start
     print(f"teacher cache: {built['path']}  {built['bytes'] / 2**20:.1f} MiB, {built['examples']}, "
+          f"hidden layers {built.get('hidden_layers')}, "
           f"built in {built['build_seconds']} s (whole command {build_seconds:.1f} s)")
 
     results: dict[str, list[dict]] = {way: [] for way in WAYS}
     for seed in args.seeds:
-        for way, overrides in WAYS.items():
+        for way, overrides in ways.items():
             start = time.perf_counter()
             summary = train(run_config([*base, f"seed={seed}", *overrides], out / f"{way}_{seed}", cache_dir))
             summary["run_seconds"] = time.perf_counter() - start

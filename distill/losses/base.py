@@ -64,7 +64,8 @@ class ModelOutputs:
             ``None`` for a model without a head (``task: feature_extraction``); a cached
             token-level teacher's :class:`TopKLogits` in their place.
         hidden_states: embedding output then each layer's output, each ``(B, T, H)``; ``None`` when
-            no loss asked for them.
+            no loss asked for them. A teacher read from a cache has ``None`` at the layers the cache
+            does not hold (and zeros at padding positions).
         captured: per-layer outputs of modules a loss asked for, e.g. ``{"query": [layer 0, ...],
             "key": [...], "value": [...]}``, each ``(B, T, H)``, and modules asked for by dotted
             path under ``"module:<path>"`` (one-element lists, the module's output or the first
@@ -88,7 +89,9 @@ class ModelOutputs:
         """The outputs of the examples where ``mask`` (bool ``(B,)``) is true."""
         return ModelOutputs(
             logits=None if self.logits is None else self.logits[mask],
-            hidden_states=None if self.hidden_states is None else tuple(h[mask] for h in self.hidden_states),
+            hidden_states=None if self.hidden_states is None else tuple(
+                None if h is None else h[mask] for h in self.hidden_states  # None: a layer a cache does not hold
+            ),
             captured=None
             if self.captured is None
             else {name: [_rows(t, mask) for t in tensors] for name, tensors in self.captured.items()},
@@ -277,6 +280,12 @@ class LossTerm(nn.Module):
         here train with the student and land in checkpoints). Raises ``ValueError`` naming the
         models, layers and sizes when the term cannot apply to them.
         """
+
+    def teacher_hidden_layers(self, teacher_layers: int) -> tuple[int, ...] | None:
+        """The teacher ``hidden_states`` indices this term reads, in ``0..teacher_layers`` (0 =
+        embeddings), for a teacher of ``teacher_layers`` layers: ``()`` when it reads none, ``None``
+        when it reads some but cannot say which (a teacher-output cache then refuses it)."""
+        return None if self.uses_teacher and self.uses_hidden_states else ()
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError

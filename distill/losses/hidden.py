@@ -109,6 +109,10 @@ class CosineHidden(LossTerm):
                 f"give the student width {teacher.hidden_size}"
             )
 
+    def teacher_hidden_layers(self, teacher_layers: int) -> tuple[int, ...]:
+        """``(teacher_layer,)``, a negative index counted from ``teacher_layers + 1`` (-1 = last)."""
+        return (self.teacher_layer + teacher_layers + 1 if self.teacher_layer < 0 else self.teacher_layer,)
+
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         return cosine_hidden(
             inputs.student.hidden_states[self.student_layer],
@@ -167,6 +171,10 @@ class _LayerPairTerm(LossTerm):
 
     def pair_loss(self, student_hidden, teacher_hidden, inputs: LossInputs) -> torch.Tensor:
         raise NotImplementedError
+
+    def teacher_hidden_layers(self, teacher_layers: int) -> tuple[int, ...] | None:
+        """The teacher side of every mapped pair (``None`` before :meth:`bind` resolved the map)."""
+        return tuple(sorted({teacher for _, teacher in self.pairs})) if self.pairs else None
 
     def forward(self, inputs: LossInputs) -> torch.Tensor:
         if not self.pairs:

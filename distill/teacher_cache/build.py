@@ -1,5 +1,6 @@
-"""One pass of the frozen teacher over a tokenized split, writing its logits row by row (or, for a
-token-level teacher, the top-k and tail of every scored position: :func:`teacher_top_k_pass`).
+"""One pass of the frozen teacher over a tokenized split, writing its logits row by row (and, with
+``teacher_cache.hidden_layers``, the chosen layers' hidden states of each non-padding token), or for
+a token-level teacher the top-k and tail of every scored position (:func:`teacher_top_k_pass`).
 
 The pass batches examples by length (longest first: a batch too big for memory fails at once, and
 padding is minimal), runs the teacher in eval mode under ``torch.inference_mode`` and writes each
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from distill.losses.base import next_token_positions
 from distill.losses.topk import tail_logsumexp
+from distill.teacher_cache.hidden_states import HiddenStatesSplit
 from distill.teacher_cache.identity import NON_INPUT_COLUMNS
 from distill.teacher_cache.store import TokenTopKSplit
 
@@ -42,8 +44,11 @@ def teacher_logits_pass(
     *,
     batch_size: int,
     split: str,
+    hidden: HiddenStatesSplit | None = None,
 ) -> None:
-    """Fill ``out`` (``(N, C)``) with the teacher's logits: row ``i`` = example ``example_index == i``."""
+    """Fill ``out`` (``(N, C)``) with the teacher's logits: row ``i`` = example ``example_index == i``;
+    with ``hidden``, also its layers' hidden states of each example's non-padding tokens
+    (the teacher runs with ``output_hidden_states``)."""
     device = next(teacher.parameters()).device
     teacher.eval()
     batches = length_batches(lengths, batch_size)
@@ -53,11 +58,25 @@ def teacher_logits_pass(
         for number, batch in enumerate(loader, start=1):
             rows = batch["example_index"].numpy()
             inputs = {key: value.to(device) for key, value in batch.items() if key not in NON_INPUT_COLUMNS}
-            logits = teacher(**inputs).logits
-            out[rows] = logits.float().cpu().numpy().astype(out.dtype, copy=False)
+            output = teacher(**inputs, output_hidden_states=hidden is not None)
+            out[rows] = output.logits.float().cpu().numpy().astype(out.dtype, copy=False)
+            if hidden is not None:
+                hidden.write(rows, inputs["attention_mask"], output.hidden_states)
             done += len(rows)
             if number % report_every == 0 or number == len(batches):
                 log.info("teacher cache: %s split %d/%d examples", split, done, len(lengths))
+
+
+def tokens_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+                       batch_size: int = 256) -> list[int]:
+    """How many non-padding tokens (``attention_mask == 1`` once collated) each example has, by
+    ``example_index``: the hidden-state rows a cache gives it."""
+    counts = [0] * len(dataset)
+    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
+    for batch in DataLoader(dataset, batch_sampler=batches, collate_fn=collate):
+        for row, count in zip(batch["example_index"].tolist(), batch["attention_mask"].sum(1).tolist()):
+            counts[row] = int(count)
+    return counts
 
 
 def scored_positions_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],

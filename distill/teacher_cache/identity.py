@@ -63,7 +63,9 @@ class CacheIdentity:
     Attributes:
         teacher_sha256: :func:`weights_sha256` of the teacher.
         splits: split name -> ``{"examples": n, "tokens_sha256": ...}``.
-        stored: how outputs are stored: ``{"dtype": "float16", "logits": "full"}``.
+        stored: how outputs are stored: ``{"dtype": "float16", "logits": "full"}``, plus
+            ``"hidden_layers": [...]`` (normalised ``hidden_states`` indices) when hidden states are
+            cached (absent otherwise, so a logits-only cache keeps its key).
         about: for messages only: ``teacher`` (name_or_path, dtype), ``data`` (sources),
             ``tokenizer``, ``max_length``.
     """
@@ -108,7 +110,9 @@ class CacheIdentity:
             elif theirs != mine:
                 reasons.append(f"other {split} data: {self._data_difference(cached, split)}")
         for setting, value in self.stored.items():
-            if cached.stored.get(setting) != value:
+            if setting == "hidden_layers":  # a cache holding more layers serves a run that needs fewer
+                reasons.extend(_missing_layers(value, cached.stored.get(setting)))
+            elif cached.stored.get(setting) != value:
                 reasons.append(
                     f"other storage: teacher_cache.{setting}={cached.stored.get(setting)!r} in the cache, "
                     f"{value!r} in this run"
@@ -129,6 +133,19 @@ class CacheIdentity:
         if not details:
             details.append("the tokenized examples differ (same count, other tokens)")
         return "; ".join(details)
+
+
+def _missing_layers(needed: list[int], cached: list[int] | None) -> list[str]:
+    """The hidden layers this run needs (``teacher_cache.hidden_layers``) that the cache lacks."""
+    missing = [layer for layer in needed if layer not in (cached or [])]
+    if not missing:
+        return []
+    held = f"the teacher's hidden states of layers {cached}" if cached else "no hidden states"
+    return [
+        f"missing hidden layers: the cache holds {held}, this run needs layers {needed} "
+        f"(teacher_cache.hidden_layers); layers {missing} are not in it. Fix: build the cache with "
+        f"teacher_cache.hidden_layers={sorted(set(needed) | set(cached or []))}"
+    ]
 
 
 def _teacher_name(identity: CacheIdentity) -> str:

@@ -15,12 +15,18 @@ Settings (``teacher_cache`` in ``conf/train.yaml``):
   their ids and the log-sum-exp of the rest at each temperature (:mod:`distill.losses.topk`); the
   forward KL (``loss=token_kd``) reads them. ``temperatures: null`` stores the run's
   ``loss.temperature``; a sweep over temperatures lists them all so its runs share one cache.
+- ``hidden_layers`` (``task: sequence_classification``): teacher ``hidden_states`` indices (0 =
+  embeddings, -1 = last) whose hidden states of every non-padding token are stored too
+  (:mod:`~distill.teacher_cache.hidden_states`), for losses that read them (``loss=kd_ce_cos``:
+  ``[-1]``). ``null``: none.
 
 Refused, before any weights load: no teacher or several teachers; ``masked_lm`` (it masks tokens
 at random per epoch, which a cache cannot follow), ``seq2seq_lm``, ``feature_extraction`` (a base
-model has no logits); a loss that reads the teacher's hidden states, attention or modules (only
-logits are cached); with ``causal_lm``, a teacher term other than the forward KL (reverse KL and
-the JSD need the whole distribution) or a ``loss.temperature`` the cache does not store.
+model has no logits); a loss that reads the teacher's attention or modules (not cached), or hidden
+states of a layer not in ``hidden_layers`` (:func:`hidden_layer_problems`, once the loss is bound
+to the models); ``hidden_layers`` with ``causal_lm`` (not built); with ``causal_lm``, a teacher term
+other than the forward KL (reverse KL and the JSD need the whole distribution) or a
+``loss.temperature`` the cache does not store.
 """
 
 from __future__ import annotations
@@ -35,7 +41,14 @@ from torch import nn
 from distill.data.batching import is_int
 from distill.errors import ConfigError
 from distill.losses.tokens import TokenForwardKL
-from distill.teacher_cache.build import scored_positions_per_example, teacher_logits_pass, teacher_top_k_pass
+from distill.models import load_model_config
+from distill.teacher_cache.build import (
+    scored_positions_per_example,
+    teacher_logits_pass,
+    teacher_top_k_pass,
+    tokens_per_example,
+)
+from distill.teacher_cache.hidden_states import normalise_layers
 from distill.teacher_cache.identity import CacheIdentity, tokens_sha256, weights_sha256
 from distill.teacher_cache.store import STORE_DTYPES, CacheWriter, TeacherOutputCache, build_atomically, open_cache
 
@@ -75,12 +88,16 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
     if not is_int(top_k) or top_k < 1:
         problems.append(f"teacher_cache.top_k={top_k!r}: use an integer >= 1 (logits kept per token)")
     problems.extend(_temperature_problems(cfg, settings))
+    layers = settings.get("hidden_layers")
+    layers_valid = _layers_valid(layers)
+    if not layers_valid:
+        problems.append(f"teacher_cache.hidden_layers={layers!r}: a list of teacher hidden_states indices (integers: "
+                        "0 = embeddings, -1 = last layer), e.g. [-1], or null for none")
     if not isinstance(settings.get("enabled", False), bool):
         problems.append(f"teacher_cache.enabled={settings.get('enabled')!r}: use true or false")
     if not cache_wanted(cfg):
         return problems
-    why = "teacher_cache.enabled=true" if settings.get("enabled") else (
-        f"teacher_cache.path={settings.get('path')!r}" if settings.get("path") is not None else "stage=cache_teacher")
+    why = _why(cfg)
     if cfg.get("teachers") is not None:
         problems.append(f"{why}: the cache holds one teacher's outputs; with several teachers (teachers=...) leave it off")
     elif not cfg.get("teacher"):
@@ -92,15 +109,19 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
         }.get(cfg.get("task"), "a base model has no logits to cache")
         problems.append(f"{why}: task={cfg.get('task')!r} cannot use the teacher cache ({reason}); "
                         f"allowed: task in {list(CACHED_TASKS)}")
+    if layers_valid and layers and cfg.get("task") == "causal_lm":
+        problems.append(f"teacher_cache.hidden_layers={list(layers)}: hidden states are cached for "
+                        "task=sequence_classification only (not built for causal_lm); leave it null")
     # A run with stages is checked stage by stage (build_run checks each stage's config with its loss).
+    # Hidden-state terms are checked once the loss is bound to the models: hidden_layer_problems.
     if loss is not None:
         unread = [name for name, term in loss.terms.items()
-                  if term.uses_teacher and (term.uses_hidden_states or term.captures or term.teacher_modules)]
+                  if term.uses_teacher and (term.captures or term.teacher_modules)]
         if unread:
             problems.append(
-                f"{why}: loss terms {unread} read the teacher's hidden states, attention or modules, "
-                "and the cache stores logits only. Fix: a logit-only loss (loss=kd_ce, loss=kd), or "
-                "teacher_cache.enabled=false"
+                f"{why}: loss terms {unread} read the teacher's attention or modules, which the cache does "
+                "not store (it stores logits and, with teacher_cache.hidden_layers, hidden states). Fix: a loss "
+                "on logits or hidden states (loss=kd_ce, loss=kd_ce_cos), or teacher_cache.enabled=false"
             )
         if cfg.get("task") == "causal_lm":
             whole = [name for name, term in loss.terms.items() if term.uses_teacher and not isinstance(term, TokenForwardKL)]
@@ -111,6 +132,74 @@ def teacher_cache_problems(cfg: DictConfig, loss) -> list[str]:
                     "Fix: loss=token_kd (with or without ce), or teacher_cache.enabled=false"
                 )
     return problems
+
+
+def _layers_valid(layers) -> bool:
+    """``teacher_cache.hidden_layers`` is null or a list of integers (their range needs the teacher)."""
+    return layers is None or (
+        (OmegaConf.is_list(layers) or isinstance(layers, list | tuple)) and all(is_int(layer) for layer in layers))
+
+
+def _why(cfg: DictConfig) -> str:
+    """The setting that makes the run use a cache, as messages name it."""
+    settings = cfg.get("teacher_cache") or {}
+    if settings.get("enabled"):
+        return "teacher_cache.enabled=true"
+    return f"teacher_cache.path={settings.get('path')!r}" if settings.get("path") is not None else "stage=cache_teacher"
+
+
+def hidden_layer_problems(cfg: DictConfig, losses: list, teacher_layers: int) -> list[str]:
+    """Why ``teacher_cache.hidden_layers`` cannot serve the run's losses, once they are bound to
+    the models and the teacher's depth (``teacher_layers``) is known, still before weights load:
+    an index out of range, or a loss term reading a teacher hidden state not in the list (naming
+    the term, the layers and the fix). Empty when the run uses no cache."""
+    if not cache_wanted(cfg):
+        return []
+    settings = cfg.get("teacher_cache") or {}
+    listed = settings.get("hidden_layers")
+    if not _layers_valid(listed):
+        return []  # reported by teacher_cache_problems
+    try:
+        cached = normalise_layers(list(listed or []), teacher_layers)
+    except ValueError as error:
+        return [str(error)]
+    problems = []
+    for loss in losses:
+        for name, term in loss.terms.items():
+            if not (term.uses_teacher and term.uses_hidden_states):
+                continue
+            needed = term.teacher_hidden_layers(teacher_layers)
+            if needed is None:
+                problems.append(f"{_why(cfg)}: loss term {name!r} ({type(term).__name__}) reads the teacher's hidden "
+                                "states, but not which layers; the cache cannot serve it. Fix: teacher_cache.enabled=false")
+                continue
+            missing = [layer for layer in needed if layer not in cached]
+            if missing:
+                problems.append(
+                    f"{_why(cfg)}: loss term {name!r} ({type(term).__name__}) reads the teacher's hidden states of "
+                    f"layers {list(needed)} (0 = embeddings, {teacher_layers} = last); layers {missing} are not "
+                    f"cached (teacher_cache.hidden_layers={'null' if listed is None else list(listed)}). Fix: "
+                    f"teacher_cache.hidden_layers={sorted(set(cached) | set(needed))}, or teacher_cache.enabled=false"
+                )
+    return problems
+
+
+def cache_layer_problems(problems: list[str], cfg: DictConfig, teacher_spec, num_labels: int, losses: list) -> None:
+    """:func:`hidden_layer_problems` for a run about to be built, joining ``problems``: the teacher's
+    depth from its config (``teacher_spec``, a :class:`~distill.models.ModelSpec`; no weights)."""
+    if teacher_spec is None or not cache_wanted(cfg) or not losses:
+        return
+    try:
+        depth = int(load_model_config(teacher_spec, num_labels).num_hidden_layers)
+    except (OSError, ValueError):
+        return  # check_pair reported the config that cannot be read
+    problems.extend(p for p in hidden_layer_problems(cfg, losses, depth) if p not in problems)
+
+
+def cache_hidden_layers(cfg: DictConfig, teacher: nn.Module) -> list[int]:
+    """``teacher_cache.hidden_layers`` normalised by the teacher's depth (sorted, ``0..num_hidden_layers``)."""
+    listed = (cfg.get("teacher_cache") or {}).get("hidden_layers")
+    return normalise_layers(list(listed or []), int(teacher.config.num_hidden_layers))
 
 
 def cache_temperatures(cfg: DictConfig) -> list[float]:
@@ -149,6 +238,9 @@ def cache_identity(teacher: nn.Module, teacher_name: str | None, datamodule, cfg
     teacher_dtype = str(next(teacher.parameters()).dtype).removeprefix("torch.")
     dtype = str(cfg.teacher_cache.dtype)
     stored: dict[str, Any] = {"dtype": dtype, "logits": "full"}
+    hidden_layers = cache_hidden_layers(cfg, teacher)
+    if hidden_layers:  # absent when none: a logits-only cache keeps its key
+        stored["hidden_layers"] = hidden_layers
     if token_level:
         stored = {"dtype": dtype, "logits": "top_k", "top_k": int(cfg.teacher_cache.top_k),
                   "temperatures": cache_temperatures(cfg), "vocab_size": token_vocab_size(teacher, datamodule)}
@@ -185,7 +277,11 @@ def build_cache(folder: Path, teacher: nn.Module, datamodule, identity: CacheIde
                                vocab_size=identity.stored["vocab_size"], split=split)
             continue
         out = writer.split(split, len(dataset), int(teacher.config.num_labels))
-        teacher_logits_pass(teacher, dataset, lengths, collate, out, batch_size=batch_size, split=split)
+        hidden = None
+        if identity.stored.get("hidden_layers"):
+            hidden = writer.hidden_split(split, tokens_per_example(dataset, collate), identity.stored["hidden_layers"],
+                                         int(teacher.config.hidden_size), int(teacher.config.num_hidden_layers))
+        teacher_logits_pass(teacher, dataset, lengths, collate, out, batch_size=batch_size, split=split, hidden=hidden)
     writer.finish()
 
 
@@ -248,6 +344,7 @@ def cache_summary(cache: TeacherOutputCache) -> dict[str, Any]:
         "bytes": cache.size_bytes(),
         "examples": {split: cache.num_examples(split) for split in cache.splits},
         "dtype": cache.identity.stored["dtype"],
+        "hidden_layers": cache.identity.stored.get("hidden_layers"),
         "build_seconds": cache.manifest.get("build_seconds"),
     }
 
@@ -258,6 +355,7 @@ __all__ = [
     "cache_stage",
     "cache_summary",
     "cache_wanted",
+    "hidden_layer_problems",
     "prepare_teacher_cache",
     "teacher_cache_problems",
 ]

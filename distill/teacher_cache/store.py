@@ -13,6 +13,13 @@ examples one after another (example i's are rows ``offsets[i]:offsets[i+1]``, in
     <split>.topk_indices.npy    (P, k) their token ids (uint16 for vocabularies up to 65,536, else int32)
     <split>.tail_logsumexp.npy  (P, len(temperatures)) float32 log-sum-exp of the others / T
 
+and, with ``teacher_cache.hidden_layers`` (class-logit splits), the chosen layers' hidden states of
+the non-padding tokens, example i's rows at ``offsets[i]:offsets[i+1]``
+(:mod:`~distill.teacher_cache.hidden_states`)::
+
+    <split>.hidden_offsets.npy  (N + 1,) int64
+    <split>.hidden_<layer>.npy  (R, H) per cached layer (float16 or float32)
+
 A folder is *complete* when its manifest exists and every array it lists opens with the shape it
 records. Writers fill a staged folder beside the target (``.<name>.tmp-*``) and rename it into
 place, so a killed build leaves a staged folder that is never read (the next build removes it)
@@ -38,6 +45,7 @@ from filelock import FileLock
 
 from distill.atomic import remove_staged_leftovers, write_atomic, write_folder_atomically
 from distill.losses.base import TopKLogits
+from distill.teacher_cache.hidden_states import HiddenStatesSplit
 from distill.teacher_cache.identity import CACHE_FORMAT, CacheIdentity
 
 log = logging.getLogger(__name__)
@@ -115,7 +123,17 @@ class TeacherOutputCache:
         self.identity = CacheIdentity.from_dict(self.manifest["identity"])
         self._logits: dict[str, np.ndarray] = {}
         self._tokens: dict[str, TokenTopKSplit] = {}
+        self._hidden: dict[str, HiddenStatesSplit] = {}
+        layers = self.identity.stored.get("hidden_layers") or []
         for split, entry in self.manifest["splits"].items():
+            if sorted((entry.get("hidden") or {}).get("layers", [])) != sorted(layers):
+                raise IncompleteCache(f"{self.folder}: {split} split holds hidden layers "
+                                      f"{(entry.get('hidden') or {}).get('layers', [])}, the identity says {layers}")
+            if entry.get("hidden"):
+                try:
+                    self._hidden[split] = HiddenStatesSplit.open(self.folder, split, entry["hidden"])
+                except (OSError, ValueError) as error:
+                    raise IncompleteCache(f"{self.folder}: {error}") from None
             if entry.get("kind") == TOKEN_TOP_K:
                 self._tokens[split] = self._open_token_split(split, entry)
                 continue
@@ -154,6 +172,19 @@ class TeacherOutputCache:
     def token_level(self, split: str) -> bool:
         """Whether ``split`` holds a token-level teacher's top-k rows (else one logit row per example)."""
         return split in self._tokens
+
+    def hidden_layers(self, split: str) -> tuple[int, ...]:
+        """The teacher's ``hidden_states`` indices stored for ``split`` (empty: none)."""
+        return tuple(self._hidden[split].layers) if split in self._hidden else ()
+
+    def hidden_states(self, split: str, example_index: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor, int]:
+        """The stored hidden-state rows of the examples ``example_index`` (``(B,)``), each example's
+        non-padding tokens one after another: layer -> ``(R_b, H)`` float32, each example's row
+        count ``(B,)``, and the teacher's ``num_hidden_layers``; on ``example_index``'s device."""
+        stored = self._hidden[split]
+        self._checked_rows(example_index, stored.num_examples, split)
+        rows, counts = stored.read(example_index)
+        return rows, counts, stored.num_hidden_layers
 
     def num_examples(self, split: str) -> int:
         if split in self._tokens:
@@ -230,6 +261,7 @@ class CacheWriter:
         self.folder, self.identity, self.dtype = folder, identity, dtype
         self._arrays: dict[str, np.ndarray] = {}
         self._tokens: dict[str, TokenTopKSplit] = {}
+        self._hidden: dict[str, HiddenStatesSplit] = {}
         self._started = time.perf_counter()
 
     def split(self, name: str, num_examples: int, num_logits: int) -> np.ndarray:
@@ -260,6 +292,14 @@ class CacheWriter:
         self._tokens[name] = TokenTopKSplit(arrays, temperatures)
         return self._tokens[name]
 
+    def hidden_split(self, name: str, rows_per_example: list[int], layers: list[int], width: int,
+                     num_hidden_layers: int) -> HiddenStatesSplit:
+        """Writable hidden-state arrays of split ``name``: example i gets ``rows_per_example[i]`` rows
+        (its non-padding tokens) of each of ``layers``, ``width`` wide."""
+        self._hidden[name] = HiddenStatesSplit.create(self.folder, name, rows_per_example, layers, width, self.dtype,
+                                                      num_hidden_layers)
+        return self._hidden[name]
+
     def finish(self, extra: dict[str, Any] | None = None) -> None:
         """Flush the arrays, then write the manifest (last: its presence marks a complete folder)."""
         splits = {}
@@ -272,6 +312,9 @@ class CacheWriter:
             splits[name] = {"kind": TOKEN_TOP_K, "examples": stored.num_examples, "rows": stored.values.shape[0],
                             "k": stored.values.shape[1], "temperatures": stored.temperatures, "dtype": self.dtype,
                             "indices_dtype": str(stored.indices.dtype)}
+        for name, hidden in self._hidden.items():
+            hidden.flush()
+            splits[name]["hidden"] = hidden.manifest_entry()
         for path in self.folder.iterdir():  # the data on disk before the manifest names it
             with open(path, "rb") as stream:
                 os.fsync(stream.fileno())

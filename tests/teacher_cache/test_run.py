@@ -94,7 +94,10 @@ def test_a_cache_of_another_teacher_data_or_setting_is_refused(data_dir, tmp_pat
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["loss=kd_ce_cos"], "terms ['cos'] read the teacher's hidden states"),
+        (["loss=kd_ce_cos"], "teacher_cache.enabled=true: loss term 'cos' (CosineHidden) reads the teacher's hidden states of layers [2] (0 = "
+                             "embeddings, 2 = last); layers [2] are not cached (teacher_cache.hidden_layers=null). "
+                             "Fix: teacher_cache.hidden_layers=[2]"),
+        (["loss=minilm"], "loss terms ['relations'] read the teacher's attention or modules, which the cache does not store"),
         (["teacher=none", "loss=ce"], "there is no teacher to cache"),
         (["experiment=multi_teacher", *TINY_RUN[2:]], "with several teachers"),
         (["teacher_cache.dtype=int8"], "teacher_cache.dtype='int8': allowed ['float16', 'float32']"),
