@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +64,22 @@ def resume_problems(path: str) -> list[str]:
     return []
 
 
-def mismatch_problems(path: str, module_state: dict[str, torch.Tensor]) -> list[str]:
+def checkpoint_keys(path: str) -> list[str]:
+    """The names of the module weights a checkpoint holds."""
+    return list(read_checkpoint(path).get("state_dict", {}))
+
+
+def mismatch_problems(
+    path: str, module_state: dict[str, torch.Tensor], added_later: Callable[[str], bool] | None = None
+) -> list[str]:
     """Problems of resuming ``module_state`` (the module this run built) from the checkpoint at
     ``path``: weights it lacks, weights the module lacks, and weights of another shape. A checkpoint
-    of another model would otherwise fail deep inside Lightning's ``load_state_dict``."""
+    of another model would otherwise fail deep inside Lightning's ``load_state_dict``.
+    ``added_later``: names of weights the module gains before the checkpoint loads (a callback's
+    setup), not counted as foreign."""
     saved = read_checkpoint(path).get("state_dict", {})
     missing = sorted(set(module_state) - set(saved))
-    unexpected = sorted(set(saved) - set(module_state))
+    unexpected = sorted(key for key in set(saved) - set(module_state) if added_later is None or not added_later(key))
     reshaped = sorted(
         key for key in set(saved) & set(module_state) if tuple(saved[key].shape) != tuple(module_state[key].shape)
     )

@@ -122,6 +122,9 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.warmup_ratio = warmup_ratio
+        #: Learning-rate multipliers by parameter-name ending, set by callbacks in their ``setup``
+        #: (before the optimizer is built), e.g. QAT's learned scales; see :meth:`configure_optimizers`.
+        self.lr_ratios: dict[str, float] = {}
         self.num_labels = num_labels
         self.task = task
         self.vocab_size = vocab_size
@@ -295,8 +298,24 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         self._student_capture = capture_modules(self.student, *self._student_capture_names, role="student")
 
     def configure_optimizers(self):
-        parameters = [parameter for parameter in self.parameters() if parameter.requires_grad]
-        optimizer = self.optimizer_factory(parameters)
+        """The optimizer over the trainable parameters, one group per :attr:`lr_ratios` entry
+        (parameters whose name ends with it, their learning rate that many times the run's; the
+        scheduler scales every group alike), and the warm-up + decay schedule."""
+        named = [(name, parameter) for name, parameter in self.named_parameters() if parameter.requires_grad]
+        groups = [
+            ([p for name, p in named if name.endswith(ending)], ratio)
+            for ending, ratio in self.lr_ratios.items()
+            if ratio != 1.0
+        ]
+        groups = [(params, ratio) for params, ratio in groups if params]
+        grouped = {id(p) for params, _ in groups for p in params}
+        rest = [p for _, p in named if id(p) not in grouped]
+        if not groups:
+            optimizer = self.optimizer_factory(rest)
+        else:
+            optimizer = self.optimizer_factory([{"params": rest}, *({"params": params} for params, _ in groups)])
+            for group, (_, ratio) in zip(optimizer.param_groups[1:], groups, strict=True):
+                group["lr"] *= ratio
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)

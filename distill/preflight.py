@@ -9,10 +9,11 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from distill.checkpoints import checkpoint_stage, mismatch_problems
+from distill.checkpoints import checkpoint_keys, checkpoint_stage, mismatch_problems
 from distill.errors import ConfigError
 from distill.models import ModelSpec, load_tokenizer
 from distill.module import DistillationModule
+from distill.quantization.modules import LEARNED_SCALES
 from distill.validation import check_model_pair
 from distill.validation.specs import model_spec
 from distill.validation.targets import broken, target_problems
@@ -80,11 +81,19 @@ def resumed_stage(stages: list[tuple[str | None, DictConfig]], ckpt_path: str | 
 
 def refuse_foreign_checkpoint(cfg: DictConfig, module: DistillationModule) -> None:
     """``ckpt_path`` must hold this run's module (same weights, same shapes): checked once the student
-    is built, before training, instead of failing inside Lightning's ``load_state_dict``."""
-    if cfg.get("ckpt_path"):
-        problems = mismatch_problems(str(cfg.ckpt_path), module.state_dict())
-        if problems:
-            raise ConfigError(problems)
+    is built, before training, instead of failing inside Lightning's ``load_state_dict``. The
+    learned QAT scales are not there yet (the callback adds them at setup): expected in the
+    checkpoint exactly when the run learns them."""
+    if not cfg.get("ckpt_path"):
+        return
+    learns = any(getattr(node, "get", lambda _: None)("range_learning") for node in (cfg.get("compress") or {}).values())
+    problems = mismatch_problems(str(cfg.ckpt_path), module.state_dict(),
+                                 added_later=(lambda key: key.endswith(LEARNED_SCALES)) if learns else None)
+    if not learns and any(key.endswith(LEARNED_SCALES) for key in checkpoint_keys(str(cfg.ckpt_path))):
+        problems = [f"ckpt_path={str(cfg.ckpt_path)!r} was trained with learned quantization scales: resume with "
+                    "compress.quantize.range_learning=true (its .hydra/overrides.yaml)"]
+    if problems:
+        raise ConfigError(problems)
 
 
 def ensemble_tokenizer(cfg: DictConfig, student_spec: ModelSpec | None, problems: list[str]):

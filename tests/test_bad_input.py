@@ -128,6 +128,12 @@ CASES = {
         ["compress=ptq_int8", "+compress.quantize.start_step=5"], {},
         ["compress.quantize.start_step: unknown option", "PostTrainingQuantization"],
     ),
+    "learned scales": (
+        ["compress=qat_int2", "compress.quantize.range_learning=true", "compress.quantize.symmetric=false",
+         "compress.quantize.scale_lr_ratio=0"], {},
+        ["compress.quantize.range_learning=true: learned scales are for symmetric formats (Z = 0); got symmetric=false",
+         "compress.quantize.scale_lr_ratio=0: a number > 0"],
+    ),
     "awq and smoothquant formats": (
         ["compress=smoothquant_int8", "compress.quantize.activations=null"], {},
         ["compress.quantize.method=smoothquant: smooths activations for int8 activation quantization; set activations=int8"],
@@ -167,12 +173,14 @@ CASES = {
     # --- teacher_cache (distill/teacher_cache/run.py): checked before any weights load
     "teacher cache and hidden states": (
         ["teacher_cache.enabled=true", "loss=kd_ce_cos"], {},
-        ["teacher_cache.enabled=true: loss terms ['cos'] read the teacher's hidden states", "loss=kd_ce"],
+        ["teacher_cache.enabled=true: loss term 'cos' (CosineHidden) reads the teacher's hidden states of layers [2]",
+         "layers [2] are not cached (teacher_cache.hidden_layers=null). Fix: teacher_cache.hidden_layers=[2]"],
     ),
     "teacher cache settings": (
-        ["stage=cache", "teacher_cache.dtype=int8"], {},
+        ["stage=cache", "teacher_cache.dtype=int8", "teacher_cache.enabled=true", "loss=kd_ce_cos"], {},
         ["stage='cache': allowed ['train', 'cache_teacher', 'generate']",
-         "teacher_cache.dtype='int8': allowed ['float16', 'float32']"],
+         "teacher_cache.dtype='int8': allowed ['float16', 'float32']",
+         "layers [2] are not cached (teacher_cache.hidden_layers=null)"],
     ),
     "token cache and reverse KL": (
         ["task=causal_lm", "data=wikitext2_lm", "module.metrics=[]", "loss=token_reverse_kd", "teacher=tiny_llama",

@@ -18,7 +18,14 @@ from torch import nn
 from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
 from distill.errors import ConfigError
 from distill.quantization.formats import QuantizationScheme, scheme_problems
-from distill.quantization.modules import convert_student, prepare_student, quantized_modules, set_fake_quant
+from distill.quantization.modules import (
+    LEARNED_SCALES,
+    convert_student,
+    initialize_ranges,
+    prepare_student,
+    quantized_modules,
+    set_fake_quant,
+)
 from distill.quantization.outliers import split_outlier_features
 
 log = logging.getLogger(__name__)
@@ -96,6 +103,16 @@ class QuantizationAwareTraining(_Quantization):
 
     Args: see :class:`~distill.quantization.formats.QuantizationScheme`, plus
         start_step: the optimizer step from which fake-quant is on (0: from the start).
+        range_learning: symmetric integer or ternary Linear weights: learn each block's scale with
+            the weights (LSQ, Esser et al. 2020; torchao's ``range_learning`` for the integers)
+            instead of taking it from each step's ``max|w|`` (ternary: ``mean|W|``); set to that
+            choice from the weights when fake-quant switches
+            on, then trained; the export uses the learned scales. Under DDP with ``start_step > 0``
+            the scales get no gradient before that step: use
+            ``trainer.strategy=ddp_find_unused_parameters_true``.
+        scale_lr_ratio: the learned scales' learning rate over the run's (their own optimizer group,
+            under the same schedule). At the run's rate a scale moves ~``lr`` per step, a few percent
+            of a 2-bit scale in a few hundred steps.
     """
 
     method = "qat"
@@ -110,24 +127,56 @@ class QuantizationAwareTraining(_Quantization):
         embedding_group_size: int | None = None,
         exclude: list[str] | tuple[str, ...] = ("classifier",),
         start_step: int = 0,
+        range_learning: bool = False,
+        scale_lr_ratio: float = 1.0,
     ) -> None:
         problems = []
+        if isinstance(scale_lr_ratio, bool) or not isinstance(scale_lr_ratio, (int, float)) or scale_lr_ratio <= 0:
+            problems.append(f"{FIELD}.scale_lr_ratio={scale_lr_ratio!r}: a number > 0 (the learned scales' "
+                            "learning rate over the run's)")
+        elif scale_lr_ratio != 1.0 and range_learning is not True:
+            problems.append(f"{FIELD}.scale_lr_ratio={scale_lr_ratio}: the learning rate of learned scales; "
+                            "set range_learning=true, or scale_lr_ratio=1")
         if not _positive_int(start_step, 0):
             problems.append(f"{FIELD}.start_step={start_step!r}: an integer >= 0 (the step fake-quant starts)")
+        if not isinstance(range_learning, bool):
+            problems.append(f"{FIELD}.range_learning={range_learning!r}: true or false")
+        elif range_learning and weights != "ternary" and not symmetric:
+            problems.append(
+                f"{FIELD}.range_learning=true: learned scales are for symmetric formats (Z = 0); got "
+                "symmetric=false (torchao 0.18's learned zero points do not convert to what they trained). "
+                "Set symmetric=true or range_learning=false"
+            )
         super().__init__(
             problems, weights=weights, group_size=group_size, symmetric=symmetric, activations=activations,
             embeddings=embeddings, embedding_group_size=embedding_group_size, exclude=exclude,
         )
         self.start_step = start_step
+        self.range_learning = range_learning
+        self.scale_lr_ratio = float(scale_lr_ratio)
+        if range_learning:
+            self.method = "qat-range"
         self.active: bool | None = None
+        #: The learned scales were set from the weights (at the switch, or restored from a checkpoint).
+        self.ranges_set = False
+        self._module: L.LightningModule | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        prepare_student(pl_module.student, self.scheme)
+        if self.range_learning and self.start_step > 0 and _ddp_without_unused_parameters(trainer):
+            raise ConfigError([
+                f"{FIELD}.range_learning=true with start_step={self.start_step} under DDP: the learned scales get "
+                "no gradient before that step, which DDP refuses. Use trainer.strategy=ddp_find_unused_parameters_true "
+                f"or {FIELD}.start_step=0"
+            ])
+        prepare_student(pl_module.student, self.scheme, range_learning=self.range_learning)
+        if self.range_learning and hasattr(pl_module, "lr_ratios"):  # read when the optimizer is built, next
+            pl_module.lr_ratios.update(dict.fromkeys(LEARNED_SCALES, self.scale_lr_ratio))
         swapped = getattr(pl_module, "student_layers_swapped", None)
         if swapped is not None:
             swapped()
+        self._module = pl_module
         self._switch(trainer.global_step)
 
     def _switch(self, step: int) -> None:
@@ -135,6 +184,10 @@ class QuantizationAwareTraining(_Quantization):
         if active != self.active:
             if active:
                 log.info("fake-quant on from step %d: %s", step, self.scheme.describe())
+                if self.range_learning and not self.ranges_set and self._module is not None:
+                    count = initialize_ranges(self._module.student)
+                    log.info("learned scales of %d layers set from their weights at step %d", count, step)
+                    self.ranges_set = True
             self.active = active
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -149,11 +202,31 @@ class QuantizationAwareTraining(_Quantization):
     def on_train_end(self, trainer, pl_module) -> None:
         set_fake_quant(pl_module.student, True)  # what is converted is what QAT trained for
 
+    def describe_scheme(self) -> dict[str, Any]:
+        return {**super().describe_scheme(), "range_learning": self.range_learning, "scale_lr_ratio": self.scale_lr_ratio}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"scheme": self.describe_scheme(), "start_step": self.start_step}
+        return {"scheme": self.describe_scheme(), "start_step": self.start_step, "ranges_set": self.ranges_set}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        refuse_other_settings(FIELD, "trained", state_dict.get("scheme"), self.describe_scheme())
+        saved = state_dict.get("scheme")
+        if saved is not None:
+            saved = {"range_learning": False, "scale_lr_ratio": 1.0, **saved}  # checkpoints from before the options
+        refuse_other_settings(FIELD, "trained", saved, self.describe_scheme())
+        # the checkpoint's student holds the scales as trained: they are not set again from the weights
+        self.ranges_set = bool(state_dict.get("ranges_set", False))
+
+
+def _ddp_without_unused_parameters(trainer: L.Trainer) -> bool:
+    """Whether the run is data-parallel (DDP, several processes) with unused parameters refused."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = trainer.strategy
+    return (
+        isinstance(strategy, DDPStrategy)
+        and trainer.world_size > 1
+        and not getattr(strategy, "_ddp_kwargs", {}).get("find_unused_parameters", False)
+    )
 
 
 #: PTQ methods: round-to-nearest; GPTQ (Frantar et al. 2023; :mod:`distill.quantization.gptq`); AWQ

@@ -62,11 +62,14 @@ def quantized_modules(model: nn.Module, scheme: QuantizationScheme) -> Iterator[
             yield name, module
 
 
-def _weight_config(ao, bits: int, group_size: int | None, symmetric: bool):
+def _weight_config(ao, bits: int, group_size: int | None, symmetric: bool, range_learning: bool = False):
+    """torchao's weight fake-quantizer config; ``range_learning``: static scales (and zero points)
+    that are trained parameters instead of recomputed from each step's weights."""
     dtype = getattr(torch, f"int{bits}")
+    learned = {"is_dynamic": False, "range_learning": True} if range_learning else {}
     if group_size is None:
-        return ao["IntxFakeQuantizeConfig"](dtype, granularity="per_channel", is_symmetric=symmetric)
-    return ao["IntxFakeQuantizeConfig"](dtype, group_size=group_size, is_symmetric=symmetric)
+        return ao["IntxFakeQuantizeConfig"](dtype, granularity="per_channel", is_symmetric=symmetric, **learned)
+    return ao["IntxFakeQuantizeConfig"](dtype, group_size=group_size, is_symmetric=symmetric, **learned)
 
 
 def _base_config(ao, bits: int, group_size: int | None, symmetric: bool, activations: str | None):
@@ -91,30 +94,81 @@ def is_prepared(model: nn.Module) -> bool:
     return any(isinstance(module, fake) for module in model.modules())
 
 
-def prepare_student(model: nn.Module, scheme: QuantizationScheme) -> nn.Module:
+def prepare_student(model: nn.Module, scheme: QuantizationScheme, range_learning: bool = False) -> nn.Module:
     """Swap the layers ``scheme`` quantizes for fake-quant ones, in place (parameters are kept, so
-    an optimizer holding them is unaffected). Already prepared: left as it is."""
+    an optimizer holding them is unaffected). Already prepared: left as it is.
+
+    ``range_learning`` (symmetric integer or ternary Linear weights): each block's scale ``S`` (a
+    ternary layer's ``γ``) becomes a parameter of the student, set by :func:`initialize_ranges` and
+    then trained by the same optimizer through the fake quantizer (LSQ, Esser et al. 2020:
+    ``∂x̂/∂S = round(x/S) − x/S`` inside the code range, the clamped code outside; torchao's
+    ``range_learning`` for the integer formats).
+    """
     if is_prepared(model):
         return model
     ao = _torchao()
     linears = _selected(model, scheme, lambda m: type(m) is nn.Linear)
     if scheme.weights == "ternary":
         for name in linears:
-            _set_module(model, name, BitLinear.from_linear(model.get_submodule(name)))
+            _set_module(model, name, BitLinear.from_linear(model.get_submodule(name), learn_scale=range_learning))
     else:
         activation = (
             ao["IntxFakeQuantizeConfig"](torch.int8, granularity="per_token", is_symmetric=False)
             if scheme.activations == "int8"
             else None
         )
-        weight = _weight_config(ao, INT_FORMATS[scheme.weights], scheme.group_size, scheme.symmetric)
+        weight = _weight_config(ao, INT_FORMATS[scheme.weights], scheme.group_size, scheme.symmetric, range_learning)
         ao["quantize_"](
             model,
             ao["QATConfig"](activation_config=activation, weight_config=weight, step="prepare"),
             filter_fn=lambda module, name: name in linears,
         )
     _embeddings(model, scheme, ao, step="prepare")
+    if range_learning:
+        initialize_ranges(model)
     return model
+
+
+#: The parameter-name endings of the scales QAT with ``range_learning`` trains (torchao's integer
+#: fake quantizers; ternary ``BitLinear``): parameters the student gains when the callback prepares
+#: it (in ``setup``), so checkpoints hold them.
+LEARNED_SCALES = (".weight_fake_quantizer.scale", ".learned_gamma")
+
+
+def _range_learning_quantizers(model: nn.Module) -> Iterator[tuple[nn.Module, nn.Module]]:
+    """(layer, weight fake quantizer) pairs whose scales are learned."""
+    for module in model.modules():
+        quantizer = getattr(module, "weight_fake_quantizer", None)
+        if quantizer is not None and getattr(quantizer.config, "range_learning", False):
+            yield module, quantizer
+
+
+def initialize_ranges(model: nn.Module) -> int:
+    """Set every learned scale to what round-to-nearest chooses for its layer's weight *now*
+    (symmetric integers: ``S = max|w| / ((q_max − q_min) / 2)`` per block; ternary: ``γ = mean|W|``),
+    in place: the first call makes the integer scales parameters of the student (before the
+    optimizer is built), later calls (when fake-quant switches on after full-precision steps)
+    overwrite their values, so an optimizer holding them keeps them. Returns how many layers were set."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, BitLinear) and module.learned_gamma is not None:
+            module.reset_scale()  # γ = mean|W|
+            count += 1
+    for module, quantizer in _range_learning_quantizers(model):
+        fresh = type(quantizer)(quantizer.config)
+        fresh._initialized = True
+        with torch.no_grad():
+            fresh(module.weight)
+        if isinstance(quantizer.scale, nn.Parameter):
+            with torch.no_grad():
+                quantizer.scale.copy_(fresh.scale)
+        else:
+            quantizer.scale = fresh.scale
+            del quantizer.zero_point  # symmetric: Z = 0, fixed; a buffer, so it follows the student's device
+            quantizer.register_buffer("zero_point", fresh.zero_point, persistent=False)
+            quantizer._initialized = True
+        count += 1
+    return count
 
 
 def _embeddings(model: nn.Module, scheme: QuantizationScheme, ao, step: str | None) -> None:

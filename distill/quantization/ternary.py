@@ -5,6 +5,11 @@
 
 Training sees both through straight-through estimators, ``v + (quantize(v) − v).detach()``: the
 forward pass uses the quantized value, the backward pass the identity (Bengio et al. 2013).
+
+With a learned scale (``range_learning``), ``γ`` is a parameter set to ``mean|W|`` when fake-quant
+starts and trained with the weights (LSQ, Esser et al. 2020): ``W_q = γ · clamp(round(W/γ), −1, 1)``
+with the rounding straight-through, so ``∂W_q/∂γ = round(W/γ) − W/γ`` where ``|W/γ| ≤ 1`` and
+``±1`` where the code is clamped, and ``∂W_q/∂W`` is 1 inside that range and 0 outside.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ def ternary_codes(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The codes in {−1, 0, +1} (int8) and the absmean scale γ of ``weight``."""
     gamma = weight.detach().abs().mean().clamp_min(EPS)
     return (weight.detach() / gamma).round().clamp(-1, 1).to(torch.int8), gamma
+
+
+def learned_ternary(weight: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``γ · clamp(round(W/γ), −1, 1)`` differentiable in ``γ`` and ``W`` (LSQ's estimator)."""
+    clipped = (weight / gamma).clamp(-1, 1)  # clamp first: the gradient stops where |W/γ| > 1
+    return straight_through(clipped, clipped.round()) * gamma
 
 
 def int8_per_token(x: torch.Tensor) -> torch.Tensor:
@@ -44,21 +55,38 @@ class BitLinear(nn.Linear):
     fake_quant_enabled: bool = True
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> BitLinear:
+    def from_linear(cls, linear: nn.Linear, learn_scale: bool = False) -> BitLinear:
+        """``learn_scale``: ``γ`` becomes the parameter ``learned_gamma`` (set to ``mean|W|`` now;
+        :meth:`reset_scale` sets it again), instead of ``mean|W|`` at every step."""
         layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         layer.weight = linear.weight  # the same Parameter objects: an optimizer built earlier keeps them
         layer.bias = linear.bias
+        layer.learned_gamma = None
+        if learn_scale:
+            layer.learned_gamma = nn.Parameter(ternary_codes(linear.weight)[1].clone())
         return layer
+
+    def reset_scale(self) -> None:
+        """A learned ``γ`` set to ``mean|W|`` of the weight now, in place."""
+        with torch.no_grad():
+            self.learned_gamma.copy_(ternary_codes(self.weight)[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.fake_quant_enabled:
             return F.linear(x, self.weight, self.bias)
-        codes, gamma = ternary_codes(self.weight)
-        weight = straight_through(self.weight, codes.to(self.weight.dtype) * gamma)
+        if self.learned_gamma is not None:
+            weight = learned_ternary(self.weight, self.learned_gamma)
+        else:
+            codes, gamma = ternary_codes(self.weight)
+            weight = straight_through(self.weight, codes.to(self.weight.dtype) * gamma)
         return F.linear(straight_through(x, int8_per_token(x)), weight, self.bias)
 
     def to_ternary(self) -> TernaryLinear:
-        codes, gamma = ternary_codes(self.weight)
+        if self.learned_gamma is not None:
+            gamma = self.learned_gamma.detach()
+            codes = (self.weight.detach() / gamma).round().clamp(-1, 1).to(torch.int8)
+        else:
+            codes, gamma = ternary_codes(self.weight)
         bias = None if self.bias is None else self.bias.detach().clone()
         return TernaryLinear(codes, gamma.to(self.weight.dtype), bias)
 

@@ -130,3 +130,88 @@ def test_awq_and_smoothquant_runs_report_their_scales_and_are_evaluated_as_expor
     assert isinstance(model.bert.encoder.layer[0].attention.self.query, InputScaledLinear)
     _, datamodule, _, _ = build_run(compose(overrides, tmp_path / "again"))
     assert _accuracy_of(model, datamodule) == pytest.approx(summary["student"]["accuracy"], abs=1e-6)
+
+
+LEARNED_INT2 = ["compress=qat_int2", "compress.quantize.group_size=16", "compress.quantize.start_step=2",
+                "compress.quantize.range_learning=true"]
+
+
+def test_learned_scales_are_trained_after_the_start_step_and_exported(data_dir, tmp_path):
+    summary = train(compose([*TINY_RUN, *CHECKPOINTS, *LEARNED_INT2, "trainer.max_steps=5"], tmp_path))
+    compression = summary["student"]["compression"]
+    assert compression["method"] == "qat-range" and compression["scheme"]["range_learning"] is True
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    name = "student.bert.encoder.layer.0.intermediate.dense"
+    weight, scale = state[f"{name}.weight"], state[f"{name}.weight_fake_quantizer.scale"]
+    # round-to-nearest would take S = max|w| / 1.5 per group of 16 from the final weights; the trained S differs
+    rtn = weight.reshape(weight.shape[0], -1, 16).abs().amax(-1) / 1.5
+    assert scale.shape == rtn.shape and not torch.allclose(scale, rtn, atol=1e-6, rtol=0)
+    exported = load_student(tmp_path / "run" / "student").bert.encoder.layer[0].intermediate.dense.weight
+    torch.testing.assert_close(exported.scale.reshape(scale.shape).float(), scale, atol=1e-6, rtol=1e-3)
+
+
+@pytest.mark.parametrize("stop", [1, 4], ids=["before-start", "after-start"])
+def test_learned_scales_resume_exactly_before_and_after_fake_quant_starts(data_dir, tmp_path, stop):
+    # stop=4: the checkpoint holds trained scales, which the resumed run must not set again from the
+    # weights; stop=1: the resumed run sets them at step 2 as the uninterrupted one did.
+    assert_resume_is_exact(tmp_path, ["data.train_limit=40", "data.batch_size=8", *LEARNED_INT2], total=6, stop=stop)
+
+
+def test_learned_scales_with_a_delayed_start_under_ddp_ask_for_unused_parameters():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from distill.callbacks import QuantizationAwareTraining
+
+    callback = QuantizationAwareTraining("int2", group_size=32, start_step=10, range_learning=True)
+    trainer = SimpleNamespace(strategy=DDPStrategy(), world_size=2, global_step=0)
+    with pytest.raises(ConfigError, match="trainer.strategy=ddp_find_unused_parameters_true"):
+        callback.setup(trainer, pl_module=None, stage="fit")
+    allowed = SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=True), world_size=2, global_step=0)
+    with pytest.raises(AttributeError):  # past the check: it reaches for the (absent) student
+        callback.setup(allowed, pl_module=None, stage="fit")
+
+
+def test_a_checkpoint_with_learned_scales_resumed_without_them_is_refused_before_training(data_dir, tmp_path):
+    common = [*TINY_RUN, *CHECKPOINTS, "data.train_limit=16", "data.batch_size=8"]
+    train(compose([*common, *LEARNED_INT2, "trainer.max_steps=3"], tmp_path / "first"))
+    checkpoint = tmp_path / "first" / "run" / "checkpoints" / "last.ckpt"
+    plain = [item for item in LEARNED_INT2 if "range_learning" not in item]
+    with pytest.raises(ConfigError, match="trained with learned quantization scales: resume with compress.quantize.range_learning=true"):
+        build_run(compose([*common, *plain, "trainer.max_steps=4", f"ckpt_path={checkpoint}"], tmp_path / "b"))
+
+
+def test_learned_scales_get_their_own_learning_rate_under_the_same_schedule(data_dir, tmp_path):
+    from types import SimpleNamespace
+
+    overrides = [*TINY_RUN, *LEARNED_INT2, "compress.quantize.scale_lr_ratio=20", "optimizer.lr=1e-4"]
+    module, datamodule, trainer, _ = build_run(compose(overrides, tmp_path))
+    callback = next(c for c in trainer.callbacks if type(c).__name__ == "QuantizationAwareTraining")
+    callback.setup(trainer, module, "fit")  # prepares the student and asks for the scales' rate
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    configured = module.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    rest, scales = optimizer.param_groups
+    names = {id(p): name for name, p in module.named_parameters()}
+    assert all(names[id(p)].endswith(".weight_fake_quantizer.scale") for p in scales["params"])
+    learned = [name for name in names.values() if name.endswith(".weight_fake_quantizer.scale")]
+    assert len(scales["params"]) == len(learned) == 7  # q, k, v, attention output, FFN in and out, pooler
+    assert scheduler.base_lrs == pytest.approx([1e-4, 2e-3])
+    for _ in range(5):
+        optimizer.step()
+        scheduler.step()
+    assert scales["lr"] == pytest.approx(20 * rest["lr"])  # warm-up and decay scale both alike
+
+
+def test_a_ternary_run_learns_gamma_and_exports_it(data_dir, tmp_path):
+    overrides = ["compress=qat_ternary", "compress.quantize.start_step=2", "compress.quantize.range_learning=true",
+                 "compress.quantize.scale_lr_ratio=10", "trainer.max_steps=5"]
+    summary = train(compose([*TINY_RUN, *CHECKPOINTS, *overrides], tmp_path))
+    assert summary["student"]["compression"]["method"] == "qat-range"
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    name = "student.bert.encoder.layer.0.intermediate.dense"
+    gamma, weight = state[f"{name}.learned_gamma"], state[f"{name}.weight"]
+    assert not torch.allclose(gamma, weight.abs().mean(), rtol=1e-3)  # trained away from mean|W|
+    exported = load_student(tmp_path / "run" / "student").bert.encoder.layer[0].intermediate.dense
+    torch.testing.assert_close(exported.scale, gamma)
