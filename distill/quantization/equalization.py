@@ -44,7 +44,7 @@ from torch import nn
 
 from distill.calibration import input_statistics
 from distill.quantization.formats import INT_FORMATS, QuantizationScheme
-from distill.quantization.modules import _base_config, _set_module, _torchao, quantized_modules
+from distill.quantization.modules import _base_config, _torchao, quantized_modules, set_module
 from distill.quantization.outliers import input_maxima
 
 #: AWQ's grid of α values: ``i / AWQ_GRID`` for ``i = 0 … AWQ_GRID − 1`` (the paper's 20).
@@ -148,7 +148,7 @@ def awq_equalize(
         entry = stats.pop(name)
         alpha, scale, _ = awq_scale(linear.weight.detach(), entry.mean_abs, entry.gram / entry.count, scheme, grid)
         chosen[name] = alpha
-        _set_module(model, name, InputScaledLinear.equalize(linear, scale))
+        set_module(model, name, InputScaledLinear.equalize(linear, scale))
     return chosen
 
 
@@ -167,5 +167,5 @@ def smoothquant_equalize(
         before = maxima[name].float().clamp(min=EPSILON)
         after = before / scale
         flattening[name] = float((before.max() / before.median()) / (after.max() / after.median()))
-        _set_module(model, name, InputScaledLinear.equalize(linear, scale))
+        set_module(model, name, InputScaledLinear.equalize(linear, scale))
     return flattening

@@ -110,7 +110,7 @@ def prepare_student(model: nn.Module, scheme: QuantizationScheme, range_learning
     linears = _selected(model, scheme, lambda m: type(m) is nn.Linear)
     if scheme.weights == "ternary":
         for name in linears:
-            _set_module(model, name, BitLinear.from_linear(model.get_submodule(name), learn_scale=range_learning))
+            set_module(model, name, BitLinear.from_linear(model.get_submodule(name), learn_scale=range_learning))
     else:
         activation = (
             ao["IntxFakeQuantizeConfig"](torch.int8, granularity="per_token", is_symmetric=False)
@@ -206,7 +206,7 @@ def convert_student(model: nn.Module, scheme: QuantizationScheme) -> nn.Module:
         for name, module in list(quantized_modules(model, scheme)):
             if isinstance(module, nn.Linear):
                 bit = module if isinstance(module, BitLinear) else BitLinear.from_linear(module)
-                _set_module(model, name, bit.to_ternary())
+                set_module(model, name, bit.to_ternary())
     else:
         linears = _selected(model, scheme, lambda m: isinstance(m, nn.Linear))
         base = _base_config(ao, INT_FORMATS[scheme.weights], scheme.group_size, scheme.symmetric, scheme.activations)
@@ -218,6 +218,7 @@ def convert_student(model: nn.Module, scheme: QuantizationScheme) -> nn.Module:
     return model
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at the dotted path ``name`` of ``model`` (replacing what is there)."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)

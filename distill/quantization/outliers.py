@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.calibration import run_calibration
+from distill.quantization.modules import set_module
 
 
 class OutlierLinear(nn.Module):
@@ -82,7 +83,5 @@ def split_outlier_features(
         index = torch.nonzero(maximum > threshold).flatten()
         counts[name] = len(index)
         if len(index):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child,
-                    OutlierLinear.split(model.get_submodule(name), index))
+            set_module(model, name, OutlierLinear.split(model.get_submodule(name), index))
     return counts

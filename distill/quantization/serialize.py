@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from distill.quantization.equalization import InputScaledLinear
+from distill.quantization.modules import set_module
 from distill.quantization.outliers import OutlierLinear
 from distill.quantization.ternary import TernaryLinear
 
@@ -172,10 +173,10 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
     quantized = manifest["weights"]
     for name, layout in manifest.get("outliers", {}).items():  # the split layers' shells, to load into
         linear = model.get_submodule(name)
-        _replace(model, name, OutlierLinear(linear.in_features, linear.out_features, layout["count"], layout["bias"]))
+        set_module(model, name, OutlierLinear(linear.in_features, linear.out_features, layout["count"], layout["bias"]))
     for name, layout in manifest.get("input_scaled", {}).items():
         linear = model.get_submodule(name)
-        _replace(model, name, InputScaledLinear(linear.in_features, linear.out_features, layout["bias"]))
+        set_module(model, name, InputScaledLinear(linear.in_features, linear.out_features, layout["bias"]))
     plain = {key: value for key, value in tensors.items() if not key.rsplit(".", 1)[0] in quantized}
     missing, unexpected = model.load_state_dict(plain, strict=False)
     left = sorted(set(missing) - set(quantized))
@@ -190,7 +191,7 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
         codes = unpack_codes(tensors[f"{key}.qdata"], entry["bits"], entry["shape"])
         if entry["kind"] == "ternary":
             bias = model.get_submodule(name).bias
-            _replace(model, name, TernaryLinear(codes, tensors[f"{key}.scale"], None if bias is None else bias.detach()))
+            set_module(model, name, TernaryLinear(codes, tensors[f"{key}.scale"], None if bias is None else bias.detach()))
             continue
         if intx is None:
             intx, activation_kind = _intx_class()
@@ -206,11 +207,6 @@ def read_quantized(model: nn.Module, directory: Path) -> nn.Module:
         )
         model.get_submodule(name).weight = nn.Parameter(weight, requires_grad=False)
     return model.eval()
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def has_quantized_export(directory: Path) -> bool:
