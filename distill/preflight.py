@@ -89,7 +89,8 @@ def refuse_foreign_checkpoint(cfg: DictConfig, module: DistillationModule) -> No
     learns = any(getattr(node, "get", lambda _: None)("range_learning") for node in (cfg.get("compress") or {}).values())
     problems = mismatch_problems(str(cfg.ckpt_path), module.state_dict(),
                                  added_later=(lambda key: key.endswith(LEARNED_SCALES)) if learns else None)
-    if not learns and any(key.endswith(LEARNED_SCALES) for key in checkpoint_keys(str(cfg.ckpt_path))):
+    # learned scales the run does not expect make the checkpoint look foreign: say why (only then read it again)
+    if problems and not learns and any(key.endswith(LEARNED_SCALES) for key in checkpoint_keys(str(cfg.ckpt_path))):
         problems = [f"ckpt_path={str(cfg.ckpt_path)!r} was trained with learned quantization scales: resume with "
                     "compress.quantize.range_learning=true (its .hydra/overrides.yaml)"]
     if problems:

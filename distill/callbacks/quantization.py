@@ -106,10 +106,9 @@ class QuantizationAwareTraining(_Quantization):
         range_learning: symmetric integer or ternary Linear weights: learn each block's scale with
             the weights (LSQ, Esser et al. 2020; torchao's ``range_learning`` for the integers)
             instead of taking it from each step's ``max|w|`` (ternary: ``mean|W|``); set to that
-            choice from the weights when fake-quant switches
-            on, then trained; the export uses the learned scales. Under DDP with ``start_step > 0``
-            the scales get no gradient before that step: use
-            ``trainer.strategy=ddp_find_unused_parameters_true``.
+            choice from the weights when fake-quant switches on, then trained; the export uses the
+            learned scales. Under DDP with ``start_step > 0`` the scales get no gradient before that
+            step: use ``trainer.strategy=ddp_find_unused_parameters_true``.
         scale_lr_ratio: the learned scales' learning rate over the run's (their own optimizer group,
             under the same schedule). At the run's rate a scale moves ~``lr`` per step, a few percent
             of a 2-bit scale in a few hundred steps.

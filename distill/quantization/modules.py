@@ -63,7 +63,7 @@ def quantized_modules(model: nn.Module, scheme: QuantizationScheme) -> Iterator[
 
 
 def _weight_config(ao, bits: int, group_size: int | None, symmetric: bool, range_learning: bool = False):
-    """torchao's weight fake-quantizer config; ``range_learning``: static scales (and zero points)
+    """torchao's weight fake-quantizer config; ``range_learning``: static scales
     that are trained parameters instead of recomputed from each step's weights."""
     dtype = getattr(torch, f"int{bits}")
     learned = {"is_dynamic": False, "range_learning": True} if range_learning else {}

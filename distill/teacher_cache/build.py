@@ -67,29 +67,29 @@ def teacher_logits_pass(
                 log.info("teacher cache: %s split %d/%d examples", split, done, len(lengths))
 
 
+def _rows_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
+                      count: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch_size: int) -> list[int]:
+    """``count(batch)`` (``(B,)``) of every example once collated, by ``example_index``."""
+    counts = [0] * len(dataset)
+    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
+    for batch in DataLoader(dataset, batch_sampler=batches, collate_fn=collate):
+        for row, rows in zip(batch["example_index"].tolist(), count(batch).tolist()):
+            counts[row] = int(rows)
+    return counts
+
+
 def tokens_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
                        batch_size: int = 256) -> list[int]:
     """How many non-padding tokens (``attention_mask == 1`` once collated) each example has, by
     ``example_index``: the hidden-state rows a cache gives it."""
-    counts = [0] * len(dataset)
-    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
-    for batch in DataLoader(dataset, batch_sampler=batches, collate_fn=collate):
-        for row, count in zip(batch["example_index"].tolist(), batch["attention_mask"].sum(1).tolist()):
-            counts[row] = int(count)
-    return counts
+    return _rows_per_example(dataset, collate, lambda batch: batch["attention_mask"].sum(1), batch_size)
 
 
 def scored_positions_per_example(dataset: Dataset, collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]],
                                  batch_size: int = 256) -> list[int]:
     """How many positions of each example a causal-LM loss scores (``next_token_positions`` of its
     collated labels), by ``example_index``: the rows a token-level cache gives it."""
-    counts = [0] * len(dataset)
-    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
-    for batch in DataLoader(dataset, batch_sampler=batches, collate_fn=collate):
-        scored = next_token_positions(batch["labels"]).sum(1).tolist()
-        for row, count in zip(batch["example_index"].tolist(), scored):
-            counts[row] = int(count)
-    return counts
+    return _rows_per_example(dataset, collate, lambda batch: next_token_positions(batch["labels"]).sum(1), batch_size)
 
 
 def teacher_top_k_pass(

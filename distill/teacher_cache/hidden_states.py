@@ -144,7 +144,7 @@ class HiddenStatesSplit:
         if not np.array_equal(counts, stops - starts):
             bad = [int(example) for example, count, want in zip(example_index, counts, stops - starts) if count != want]
             raise RuntimeError(f"examples {bad}: the batch's real tokens differ from the rows counted for them")
-        rows = _row_ranges(starts, stops)
+        rows = row_ranges(starts, stops)
         for layer, array in self.layers.items():
             state = hidden_states[layer]
             if state.size(-1) != array.shape[1]:
@@ -156,7 +156,7 @@ class HiddenStatesSplit:
         ``(R_b, H)`` float32, and each example's row count ``(B,)`` int64, on ``example_index``'s device."""
         examples = example_index.detach().cpu().numpy()
         starts, stops = self.offsets[examples], self.offsets[examples + 1]
-        rows = _row_ranges(starts, stops)
+        rows = row_ranges(starts, stops)
         device = example_index.device
         layers = {
             layer: torch.from_numpy(np.asarray(array[rows], dtype=np.float32)).to(device)
@@ -172,7 +172,7 @@ def _load(path: Path) -> np.ndarray:
         raise ValueError(f"{path.name}: {error}") from None
 
 
-def _row_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+def row_ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
     """``arange(start, stop)`` of each example, concatenated (int64)."""
     return np.concatenate([np.arange(start, stop) for start, stop in zip(starts, stops)] or [np.zeros(0, np.int64)])
 
@@ -208,4 +208,4 @@ def place_hidden_states(
     return tuple(states)
 
 
-__all__ = ["HiddenStatesSplit", "hidden_file", "normalise_layers", "offsets_file", "place_hidden_states"]
+__all__ = ["HiddenStatesSplit", "hidden_file", "normalise_layers", "offsets_file", "place_hidden_states", "row_ranges"]

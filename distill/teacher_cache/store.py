@@ -45,7 +45,7 @@ from filelock import FileLock
 
 from distill.atomic import remove_staged_leftovers, write_atomic, write_folder_atomically
 from distill.losses.base import TopKLogits
-from distill.teacher_cache.hidden_states import HiddenStatesSplit
+from distill.teacher_cache.hidden_states import HiddenStatesSplit, row_ranges
 from distill.teacher_cache.identity import CACHE_FORMAT, CacheIdentity
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class TeacherOutputCache:
             )
         examples = self._checked_rows(example_index, stored.num_examples, split)
         starts, stops = stored.offsets[examples], stored.offsets[examples + 1]
-        rows = np.concatenate([np.arange(start, stop) for start, stop in zip(starts, stops)] or [np.zeros(0, np.int64)])
+        rows = row_ranges(starts, stops)
         device = example_index.device
         top_k = TopKLogits(
             values=torch.from_numpy(np.asarray(stored.values[rows], dtype=np.float32)).to(device),
