@@ -14,6 +14,7 @@ from distill.checkpoints import rng_states, set_rng_states
 from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
 from distill.models.capture import capture_modules
 from distill.nonfinite import NONFINITE_POLICIES, NonFiniteGuard
+from distill.schedules import restarted_scheduler
 from distill.teacher_cache import TeacherOutputCache
 from distill.teacher_outputs import TeacherOutputs, model_outputs
 from distill.teachers import ENSEMBLE_MODES, TeacherEnsemble, _FrozenTeacher
@@ -125,6 +126,9 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         #: Learning-rate multipliers by parameter-name ending, set by callbacks in their ``setup``
         #: (before the optimizer is built), e.g. QAT's learned scales; see :meth:`configure_optimizers`.
         self.lr_ratios: dict[str, float] = {}
+        #: Optimizer steps where the warm-up + decay schedule starts over for the steps left (LR
+        #: rewinding), set by compress callbacks in their ``setup``; see :mod:`distill.schedules`.
+        self.schedule_restarts: set[int] = set()
         self.num_labels = num_labels
         self.task = task
         self.vocab_size = vocab_size
@@ -300,7 +304,8 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
     def configure_optimizers(self):
         """The optimizer over the trainable parameters, one group per :attr:`lr_ratios` entry
         (parameters whose name ends with it, their learning rate that many times the run's; the
-        scheduler scales every group alike), and the warm-up + decay schedule."""
+        scheduler scales every group alike), and the warm-up + decay schedule (started over at each
+        of :attr:`schedule_restarts`)."""
         named = [(name, parameter) for name, parameter in self.named_parameters() if parameter.requires_grad]
         groups = [
             ([p for name, p in named if name.endswith(ending)], ratio)
@@ -319,9 +324,14 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(
-            optimizer=optimizer,
-            num_warmup_steps=int(self.warmup_ratio * total_steps),
-            num_training_steps=total_steps,
-        )
+        if self.schedule_restarts:
+            scheduler = restarted_scheduler(
+                self.scheduler_factory, optimizer, self.warmup_ratio, total_steps, self.schedule_restarts
+            )
+        else:
+            scheduler = self.scheduler_factory(
+                optimizer=optimizer,
+                num_warmup_steps=int(self.warmup_ratio * total_steps),
+                num_training_steps=total_steps,
+            )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

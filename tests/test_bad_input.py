@@ -161,6 +161,12 @@ CASES = {
         ["compress=prune_magnitude", "compress.prune.start_step=50", "compress.prune.end_step=20"], {},
         ["compress.prune.end_step=20: schedule=gradual needs an integer end_step > start_step"],
     ),
+    "restart schedule": (
+        ["compress=[prune_oneshot,qat_int8]", "+compress.prune.restart_schedule=true",
+         "compress.quantize.restart_schedule=yes"], {},
+        ["compress.prune.restart_schedule=true: schedule=after_training prunes after the last step",
+         "compress.quantize.restart_schedule='yes': true (the learning-rate schedule starts over"],
+    ),
     "prune heads keeps every head": (
         ["compress=prune_heads", "compress.prune_heads.sparsity=0.2"], {},
         ["compress.prune_heads.sparsity=0.2: keeps every head of 2 heads", "prunes 1 to 1 of them"],

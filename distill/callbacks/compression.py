@@ -4,6 +4,7 @@ other settings."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -11,6 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from distill.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class StudentCompression(Callback):
@@ -29,6 +32,23 @@ class StudentCompression(Callback):
         """What this callback cannot do to ``student`` (built on the ``meta`` device), checked
         before any weights load."""
         return []
+
+
+def restart_schedule_problems(field: str, restart_schedule) -> list[str]:
+    """``restart_schedule`` must be a boolean."""
+    if isinstance(restart_schedule, bool):
+        return []
+    return [f"{field}.restart_schedule={restart_schedule!r}: true (the learning-rate schedule starts over when the "
+            "compression lands: LR rewinding, distill.schedules) or false"]
+
+
+def restart_schedule_at(module: L.LightningModule, step: int) -> None:
+    """Ask ``module`` (before its optimizer is built: a callback's ``setup``) to start its warm-up
+    + decay schedule over at ``step`` (:mod:`distill.schedules`)."""
+    restarts = getattr(module, "schedule_restarts", None)
+    if restarts is not None:
+        restarts.add(step)
+        log.info("learning-rate schedule starts over at step %d (LR rewinding)", step)
 
 
 def refuse_other_settings(field: str, done: str, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:

@@ -21,7 +21,13 @@ import torch
 from torch import nn
 
 from distill.calibration import input_statistics
-from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
+from distill.callbacks.compression import (
+    StudentCompression,
+    calibration_inputs,
+    refuse_other_settings,
+    restart_schedule_at,
+    restart_schedule_problems,
+)
 from distill.errors import ConfigError
 from distill.pruning.masks import MaskSet, global_masks, layer_mask, n_m_mask, row_mask
 from distill.pruning.schedule import SparsitySchedule
@@ -47,17 +53,24 @@ class MaskedPruning(StudentCompression):
 
     def __init__(
         self, problems: list[str], schedule: str, sparsity: float, start_step: int, end_step: int | None,
-        every: int, initial_sparsity: float, calibration_batches: int,
+        every: int, initial_sparsity: float, calibration_batches: int, restart_schedule: bool = False,
     ) -> None:
-        """``problems``: the subclass's own fields'; raised with the schedule's in one :class:`ConfigError`."""
+        """``problems``: the subclass's own fields'; raised with the schedule's in one :class:`ConfigError`.
+        ``restart_schedule``: the learning-rate schedule starts over at the step the final masks land
+        (one_shot: ``start_step``; gradual: ``end_step``), so recovery trains at the run's peak rate
+        (LR rewinding, Renda et al. 2020; :mod:`distill.schedules`)."""
         problems = problems + schedule_problems(
             schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches, self.field
-        )
+        ) + restart_schedule_problems(self.field, restart_schedule)
+        if restart_schedule is True and schedule == "after_training":
+            problems.append(f"{self.field}.restart_schedule=true: schedule=after_training prunes after the last step "
+                            "(no recovery to restart the schedule for); set restart_schedule=false")
         if problems:
             raise ConfigError(problems)
         super().__init__()
         self.schedule = SparsitySchedule(schedule, float(sparsity), start_step, end_step or 0, every, float(initial_sparsity))
         self.calibration_batches = calibration_batches
+        self.restart_schedule = restart_schedule
         self.masks = MaskSet()
         self.last_update: int | None = None
         #: ``self.masks.figures()``, computed when the masks change (not at every step: a pass over them).
@@ -76,6 +89,18 @@ class MaskedPruning(StudentCompression):
 
     def describe(self) -> str:
         raise NotImplementedError
+
+    def final_step(self) -> int:
+        """The step the masks reach the target sparsity (after_training: the run's end)."""
+        return self.schedule.end_step if self.schedule.kind == "gradual" else self.schedule.start_step
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and self.restart_schedule:
+            restart_schedule_at(pl_module, self.final_step())
+
+    def all_settings(self) -> dict[str, Any]:
+        """:meth:`settings` and the schedule restart: what a resumed run must ask for again."""
+        return {**self.settings(), "restart_schedule": self.restart_schedule}
 
     # -- the masks, during training ----------------------------------------------------------
     def _update(self, pl_module: L.LightningModule, trainer: L.Trainer, sparsity: float) -> None:
@@ -120,17 +145,20 @@ class MaskedPruning(StudentCompression):
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
+        return {"settings": self.all_settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        refuse_other_settings(self.field, "pruned", state_dict.get("settings"), self.settings())
+        saved = state_dict.get("settings")
+        if saved is not None:
+            saved = {"restart_schedule": False, **saved}  # checkpoints from before the option
+        refuse_other_settings(self.field, "pruned", saved, self.all_settings())
         self.masks = MaskSet(state_dict.get("masks") or {})
         self.last_update = state_dict.get("last_update")
         self._figures = None
 
     # -- the end of the run ------------------------------------------------------------------
     def compress_student(self, module: L.LightningModule, trainer: L.Trainer) -> dict[str, Any]:
-        final_step = self.schedule.end_step if self.schedule.kind == "gradual" else self.schedule.start_step
+        final_step = self.final_step()
         short = self.schedule.kind != "after_training" and (self.last_update is None or self.last_update < final_step)
         if short:
             log.warning(
@@ -150,7 +178,7 @@ class MaskedPruning(StudentCompression):
             "masked_parameters": figures["masked"],
             "sparsity_per_parameter": figures["per_parameter"],
             "schedule": self.schedule.kind,
-            "settings": self.settings(),
+            "settings": self.all_settings(),
             **self.export(module.student),
         }
 
@@ -183,6 +211,8 @@ class Pruning(MaskedPruning):
             from ``initial_sparsity``), ``one_shot`` (at ``start_step``) or ``after_training``
             (no retraining: the baseline).
         calibration_batches: training batches Wanda and SparseGPT read (at every mask update).
+        restart_schedule: start the learning-rate schedule over when the final masks land (see
+            :class:`MaskedPruning`).
     """
 
     def __init__(
@@ -198,6 +228,7 @@ class Pruning(MaskedPruning):
         initial_sparsity: float = 0.0,
         exclude: list[str] | tuple[str, ...] = ("classifier",),
         calibration_batches: int = 8,
+        restart_schedule: bool = False,
     ) -> None:
         problems = []
         n_m = None
@@ -228,7 +259,9 @@ class Pruning(MaskedPruning):
         if sparsity is None and pattern is None:
             problems.append(f"{FIELD}.sparsity: required (a fraction 0 < sparsity < 1), unless pattern is set")
         checked = 0.5 if sparsity is None else sparsity  # a missing sparsity (or a bad pattern's) is reported above
-        super().__init__(problems, schedule, checked, start_step, end_step, every, initial_sparsity, calibration_batches)
+        super().__init__(
+            problems, schedule, checked, start_step, end_step, every, initial_sparsity, calibration_batches, restart_schedule
+        )
         self.criterion = criterion
         self.rewrites_weights = criterion == "sparsegpt"
         self.scope = scope or ("row" if criterion == "wanda" else "layer")

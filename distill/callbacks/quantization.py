@@ -15,7 +15,13 @@ from typing import Any
 import lightning as L
 from torch import nn
 
-from distill.callbacks.compression import StudentCompression, calibration_inputs, refuse_other_settings
+from distill.callbacks.compression import (
+    StudentCompression,
+    calibration_inputs,
+    refuse_other_settings,
+    restart_schedule_at,
+    restart_schedule_problems,
+)
 from distill.errors import ConfigError
 from distill.quantization.formats import QuantizationScheme, scheme_problems
 from distill.quantization.modules import (
@@ -112,6 +118,10 @@ class QuantizationAwareTraining(_Quantization):
         scale_lr_ratio: the learned scales' learning rate over the run's (their own optimizer group,
             under the same schedule). At the run's rate a scale moves ~``lr`` per step, a few percent
             of a 2-bit scale in a few hundred steps.
+        restart_schedule: the learning-rate schedule (warm-up + decay) starts over at ``start_step``
+            for the steps left, so QAT trains at the run's peak rate instead of the tail of its decay
+            (LR rewinding, :mod:`distill.schedules`); the steps before it run the schedule over
+            themselves. Same steps, same peak rate.
     """
 
     method = "qat"
@@ -128,8 +138,9 @@ class QuantizationAwareTraining(_Quantization):
         start_step: int = 0,
         range_learning: bool = False,
         scale_lr_ratio: float = 1.0,
+        restart_schedule: bool = False,
     ) -> None:
-        problems = []
+        problems = restart_schedule_problems(FIELD, restart_schedule)
         if isinstance(scale_lr_ratio, bool) or not isinstance(scale_lr_ratio, (int, float)) or scale_lr_ratio <= 0:
             problems.append(f"{FIELD}.scale_lr_ratio={scale_lr_ratio!r}: a number > 0 (the learned scales' "
                             "learning rate over the run's)")
@@ -153,6 +164,7 @@ class QuantizationAwareTraining(_Quantization):
         self.start_step = start_step
         self.range_learning = range_learning
         self.scale_lr_ratio = float(scale_lr_ratio)
+        self.restart_schedule = restart_schedule
         if range_learning:
             self.method = "qat-range"
         self.active: bool | None = None
@@ -172,6 +184,8 @@ class QuantizationAwareTraining(_Quantization):
         prepare_student(pl_module.student, self.scheme, range_learning=self.range_learning)
         if self.range_learning and hasattr(pl_module, "lr_ratios"):  # read when the optimizer is built, next
             pl_module.lr_ratios.update(dict.fromkeys(LEARNED_SCALES, self.scale_lr_ratio))
+        if self.restart_schedule:
+            restart_schedule_at(pl_module, self.start_step)
         swapped = getattr(pl_module, "student_layers_swapped", None)
         if swapped is not None:
             swapped()
@@ -202,7 +216,10 @@ class QuantizationAwareTraining(_Quantization):
         set_fake_quant(pl_module.student, True)  # what is converted is what QAT trained for
 
     def describe_scheme(self) -> dict[str, Any]:
-        return {**super().describe_scheme(), "range_learning": self.range_learning, "scale_lr_ratio": self.scale_lr_ratio}
+        return {
+            **super().describe_scheme(), "range_learning": self.range_learning, "scale_lr_ratio": self.scale_lr_ratio,
+            "restart_schedule": self.restart_schedule,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         return {"scheme": self.describe_scheme(), "start_step": self.start_step, "ranges_set": self.ranges_set}
@@ -210,7 +227,8 @@ class QuantizationAwareTraining(_Quantization):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("scheme")
         if saved is not None:
-            saved = {"range_learning": False, "scale_lr_ratio": 1.0, **saved}  # checkpoints from before the options
+            # checkpoints from before these options
+            saved = {"range_learning": False, "scale_lr_ratio": 1.0, "restart_schedule": False, **saved}
         refuse_other_settings(FIELD, "trained", saved, self.describe_scheme())
         # the checkpoint's student holds the scales as trained: they are not set again from the weights
         self.ranges_set = bool(state_dict.get("ranges_set", False))

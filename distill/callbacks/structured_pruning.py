@@ -36,11 +36,14 @@ class _StructuredPruning(MaskedPruning):
         every: int = 10,
         initial_sparsity: float = 0.0,
         calibration_batches: int = 8,
+        restart_schedule: bool = False,
     ) -> None:
         problems = []
         if importance not in IMPORTANCE:
             problems.append(f"{self.field}.importance={importance!r}: allowed: {list(IMPORTANCE)}")
-        super().__init__(problems, schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches)
+        super().__init__(
+            problems, schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches, restart_schedule
+        )
         self.importance = importance
 
     def settings(self) -> dict[str, Any]:
