@@ -477,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         figures = out.parent / "results"
         figures.mkdir(parents=True, exist_ok=True)
         shutil.copy(reproduction.sweep_dir / "report.png", figures / "temperature_sweep.png")
-        shutil.copy(reproduction.sweep_dir / "report.csv", figures / "temperature_sweep.csv")
+        table = portable((reproduction.sweep_dir / "report.csv").read_text(), work)
+        (figures / "temperature_sweep.csv").write_text(table)  # run paths as <work-dir>, like this page
         sweep_report = sweep_report.replace("(report.png)", "(results/temperature_sweep.png)")
         # Nested under this page's "## Temperature sweep": its headings move two levels down.
         sweep_report = "\n".join("##" + line if line.startswith("#") else line for line in sweep_report.splitlines())
