@@ -14,7 +14,7 @@ from distill.checkpoints import rng_states, set_rng_states
 from distill.losses import LossInputs, LossMix, LossResult, ModelOutputs
 from distill.models.capture import capture_modules
 from distill.nonfinite import NONFINITE_POLICIES, NonFiniteGuard
-from distill.schedules import restarted_scheduler
+from distill.lr_schedules import restarted_scheduler
 from distill.teacher_cache import TeacherOutputCache
 from distill.teacher_outputs import TeacherOutputs, model_outputs
 from distill.teachers import ENSEMBLE_MODES, TeacherEnsemble, _FrozenTeacher
@@ -127,7 +127,7 @@ class DistillationModule(TeacherOutputs, L.LightningModule):
         #: (before the optimizer is built), e.g. QAT's learned scales; see :meth:`configure_optimizers`.
         self.lr_ratios: dict[str, float] = {}
         #: Optimizer steps where the warm-up + decay schedule starts over for the steps left (LR
-        #: rewinding), set by compress callbacks in their ``setup``; see :mod:`distill.schedules`.
+        #: rewinding), set by compress callbacks in their ``setup``; see :mod:`distill.lr_schedules`.
         self.schedule_restarts: set[int] = set()
         self.num_labels = num_labels
         self.task = task

@@ -39,12 +39,12 @@ def restart_schedule_problems(field: str, restart_schedule) -> list[str]:
     if isinstance(restart_schedule, bool):
         return []
     return [f"{field}.restart_schedule={restart_schedule!r}: true (the learning-rate schedule starts over when the "
-            "compression lands: LR rewinding, distill.schedules) or false"]
+            "compression lands: LR rewinding, distill.lr_schedules) or false"]
 
 
 def restart_schedule_at(module: L.LightningModule, step: int) -> None:
     """Ask ``module`` (before its optimizer is built: a callback's ``setup``) to start its warm-up
-    + decay schedule over at ``step`` (:mod:`distill.schedules`)."""
+    + decay schedule over at ``step`` (:mod:`distill.lr_schedules`)."""
     restarts = getattr(module, "schedule_restarts", None)
     if restarts is not None:
         restarts.add(step)

@@ -58,7 +58,7 @@ class MaskedPruning(StudentCompression):
         """``problems``: the subclass's own fields'; raised with the schedule's in one :class:`ConfigError`.
         ``restart_schedule``: the learning-rate schedule starts over at the step the final masks land
         (one_shot: ``start_step``; gradual: ``end_step``), so recovery trains at the run's peak rate
-        (LR rewinding, Renda et al. 2020; :mod:`distill.schedules`)."""
+        (LR rewinding, Renda et al. 2020; :mod:`distill.lr_schedules`)."""
         problems = problems + schedule_problems(
             schedule, sparsity, start_step, end_step, every, initial_sparsity, calibration_batches, self.field
         ) + restart_schedule_problems(self.field, restart_schedule)

@@ -120,7 +120,7 @@ class QuantizationAwareTraining(_Quantization):
             of a 2-bit scale in a few hundred steps.
         restart_schedule: the learning-rate schedule (warm-up + decay) starts over at ``start_step``
             for the steps left, so QAT trains at the run's peak rate instead of the tail of its decay
-            (LR rewinding, :mod:`distill.schedules`); the steps before it run the schedule over
+            (LR rewinding, :mod:`distill.lr_schedules`); the steps before it run the schedule over
             themselves. Same steps, same peak rate.
     """
 

@@ -10,7 +10,7 @@ import torch
 from transformers import get_scheduler
 
 from distill.errors import ConfigError
-from distill.schedules import restart_segments, restarted_scheduler
+from distill.lr_schedules import restart_segments, restarted_scheduler
 
 LINEAR = lambda **kwargs: get_scheduler("linear", **kwargs)  # noqa: E731 - the run's `scheduler` node
 
