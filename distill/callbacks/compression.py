@@ -51,10 +51,16 @@ def restart_schedule_at(module: L.LightningModule, step: int) -> None:
         log.info("learning-rate schedule starts over at step %d (LR rewinding)", step)
 
 
-def refuse_other_settings(field: str, done: str, saved: dict[str, Any] | None, current: dict[str, Any]) -> None:
+def refuse_other_settings(
+    field: str, done: str, saved: dict[str, Any] | None, current: dict[str, Any], added_later: dict[str, Any] | None = None
+) -> None:
     """A resumed run (``ckpt_path=``) must ask for the settings its checkpoint was ``done`` with
-    (trained, pruned): otherwise a :class:`ConfigError` names the fields that differ."""
-    if saved is None or saved == current:
+    (trained, pruned): otherwise a :class:`ConfigError` names the fields that differ.
+    ``added_later``: options newer than some checkpoints, with the value such a checkpoint was ``done`` with."""
+    if saved is None:
+        return
+    saved = {**(added_later or {}), **saved}
+    if saved == current:
         return
     changed = sorted(key for key in saved if saved[key] != current.get(key))
     raise ConfigError(

@@ -148,10 +148,8 @@ class MaskedPruning(StudentCompression):
         return {"settings": self.all_settings(), "masks": self.masks.state_dict(), "last_update": self.last_update}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("settings")
-        if saved is not None:
-            saved = {"restart_schedule": False, **saved}  # checkpoints from before the option
-        refuse_other_settings(self.field, "pruned", saved, self.all_settings())
+        refuse_other_settings(self.field, "pruned", state_dict.get("settings"), self.all_settings(),
+                              added_later={"restart_schedule": False})
         self.masks = MaskSet(state_dict.get("masks") or {})
         self.last_update = state_dict.get("last_update")
         self._figures = None

@@ -225,11 +225,8 @@ class QuantizationAwareTraining(_Quantization):
         return {"scheme": self.describe_scheme(), "start_step": self.start_step, "ranges_set": self.ranges_set}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("scheme")
-        if saved is not None:
-            # checkpoints from before these options
-            saved = {"range_learning": False, "scale_lr_ratio": 1.0, "restart_schedule": False, **saved}
-        refuse_other_settings(FIELD, "trained", saved, self.describe_scheme())
+        refuse_other_settings(FIELD, "trained", state_dict.get("scheme"), self.describe_scheme(),
+                              added_later={"range_learning": False, "scale_lr_ratio": 1.0, "restart_schedule": False})
         # the checkpoint's student holds the scales as trained: they are not set again from the weights
         self.ranges_set = bool(state_dict.get("ranges_set", False))
 
