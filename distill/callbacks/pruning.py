@@ -199,7 +199,9 @@ class Pruning(MaskedPruning):
       updated to make up for the pruned ones (:mod:`distill.pruning.sparsegpt`).
 
     ``pattern: "2:4"`` keeps 2 of every 4 consecutive input weights of each row (any criterion; the
-    sparsity is then ``1 − N/M`` and the schedule one-shot). Modules: every ``nn.Linear`` of the
+    sparsity is then ``1 − N/M``). Gradually, each row first loses its lowest-scoring weights among
+    those the pattern drops (each group's ``M − N`` lowest), on the cubic, until at ``end_step`` it
+    holds the pattern exactly (:func:`~distill.pruning.masks.n_m_mask`). Modules: every ``nn.Linear`` of the
     student except the ``exclude`` name patterns (``fnmatch``; the classifier by default).
 
     Args:
@@ -239,8 +241,6 @@ class Pruning(MaskedPruning):
             if sparsity is not None and abs(sparsity - implied) > 1e-9:
                 problems.append(f"{FIELD}.sparsity={sparsity!r}: pattern {pattern} prunes {implied:g}; leave sparsity null")
             sparsity = implied
-            if schedule == "gradual":
-                problems.append(f"{FIELD}.schedule=gradual: an N:M pattern is pruned at once; use one_shot or after_training")
         if criterion not in CRITERIA:
             problems.append(f"{FIELD}.criterion={criterion!r}: allowed: {list(CRITERIA)}")
         if scope not in SCOPES:
@@ -312,7 +312,7 @@ class Pruning(MaskedPruning):
                 score[~old.to(score.device)] = -torch.inf
             scores[f"{name}.weight"] = score
         if self.pattern is not None:
-            return {name: n_m_mask(score, *self.pattern) for name, score in scores.items()}
+            return {name: n_m_mask(score, *self.pattern, sparsity) for name, score in scores.items()}
         if self.scope == "global":
             return global_masks(scores, sparsity)
         choose = row_mask if self.scope == "row" else layer_mask

@@ -8,7 +8,9 @@ lose entries (a pruned weight never comes back). Patterns:
 - global: one threshold over all pruned weights together (layers end up with different sparsity);
 - per output row: the ``(1 − s)·K`` highest of each row (Wanda's comparison group, Sun et al. 2024);
 - N:M semi-structured: the ``N`` highest of every ``M`` consecutive input features of each row
-  (2:4 is what sparse tensor cores run; Mishra et al. 2021, arXiv:2104.08378).
+  (2:4 is what sparse tensor cores run; Mishra et al. 2021, arXiv:2104.08378); on a gradual
+  schedule each row first loses its lowest weights among those the pattern would drop, until it
+  holds the pattern exactly.
 """
 
 from __future__ import annotations
@@ -44,14 +46,25 @@ def row_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     return _top(scores, kept_count(scores.shape[1], sparsity), dim=1)
 
 
-def n_m_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
+def n_m_mask(scores: torch.Tensor, n: int, m: int, sparsity: float | None = None) -> torch.Tensor:
     """Keep the ``n`` highest of every ``m`` consecutive input features of each row
-    (``scores`` is ``N × K``, ``K`` a multiple of ``m``)."""
+    (``scores`` is ``N × K``, ``K`` a multiple of ``m``).
+
+    ``sparsity`` below the pattern's ``1 − n/m`` (a gradual schedule on its way to the pattern):
+    the candidates are the ``m − n`` lowest of each group, and each row prunes its
+    ``round(sparsity · K)`` lowest-scoring candidates, so no group ever loses more than ``m − n``
+    and at ``1 − n/m`` every candidate goes: exactly the pattern. Weights already pruned (score
+    ``−inf``) are the lowest candidates, so a rising sparsity never brings one back.
+    """
     rows, columns = scores.shape
     if columns % m:
         raise ValueError(f"an {n}:{m} pattern needs the input width to be a multiple of {m}; got {columns}")
     groups = scores.reshape(rows, columns // m, m)
-    return _top(groups, n, dim=2).reshape(rows, columns)
+    pattern = _top(groups, n, dim=2).reshape(rows, columns)
+    if sparsity is None or kept_count(columns, sparsity) <= columns // m * n:
+        return pattern
+    candidates = scores.masked_fill(pattern, torch.inf)  # the pattern's kept weights are never pruned
+    return ~_top(-candidates, columns - kept_count(columns, sparsity), dim=1)
 
 
 def global_masks(scores: Mapping[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:

@@ -47,6 +47,23 @@ def test_gradual_pruning_keeps_pruned_weights_zero_to_the_end_and_reports_the_sp
     assert "prune/sparsity" in header and "prune/sparsity/bert.encoder.layer.0.output.dense.weight" in header
 
 
+def test_gradual_2_of_4_rises_on_the_cubic_and_ends_exactly_on_the_pattern(data_dir, tmp_path):
+    gradual_2_of_4 = ["compress=prune_2of4", "compress.prune.schedule=gradual", "compress.prune.start_step=1",
+                      "compress.prune.end_step=4", "compress.prune.every=1"]
+    summary = train(compose([*TINY_RUN, *gradual_2_of_4, "trainer.max_epochs=3", "trainer.max_steps=7"], tmp_path))
+    assert summary["student"]["compression"]["format"] == "2:4 wanda"
+    weights = load_file(tmp_path / "run" / "student" / "model.safetensors")
+    for name in PRUNED:  # after three more AdamW steps: 2 of every 4 consecutive inputs, no more, no fewer
+        kept = (weights[name] != 0).reshape(weights[name].shape[0], -1, 4).sum(-1)
+        assert (kept == 2).all(), name
+    (csv_file,) = (tmp_path / "run" / "csv").rglob("metrics.csv")
+    rows = [row.split(",") for row in csv_file.read_text().splitlines()]
+    column = rows[0].index("prune/sparsity")
+    logged = [float(row[column]) for row in rows[1:] if row[column]]
+    assert logged == sorted(logged) and logged[-1] == pytest.approx(0.5, abs=1e-6)
+    assert any(0.0 < value < 0.49 for value in logged)  # on the way: part of the pattern, every group still >= 2
+
+
 def test_a_resumed_pruning_run_restores_its_masks_and_ends_with_the_same_weights(data_dir, tmp_path):
     # Masks change before steps 1..4; the checkpoint is written after step 3 (mid-schedule: step 2 was the last update).
     overrides = ["data.train_limit=40", "data.batch_size=8", *GRADUAL_70]

@@ -31,6 +31,39 @@ def test_2_of_4_keeps_exactly_two_of_every_four_consecutive_inputs():
     assert (kept_min > dropped_max).all()
 
 
+def test_2_of_4_on_its_way_prunes_a_rows_lowest_among_the_weights_the_pattern_drops():
+    # Candidates (each group's 2 lowest): row 0 {0.1, 0.3 | 0.2, 0.6}, row 1 {2, 1 | 6, 5}.
+    scores = torch.tensor([[0.1, 0.9, 0.3, 0.4, 0.2, 0.8, 0.7, 0.6], [4.0, 3.0, 2.0, 1.0, 8.0, 7.0, 6.0, 5.0]])
+    # 25% (2 of 8 per row): the 2 lowest candidates; row 1's both come from its first group.
+    assert n_m_mask(scores, 2, 4, 0.25).tolist() == [
+        [False, True, True, True, False, True, True, True],
+        [True, True, False, False, True, True, True, True],
+    ]
+    # 37.5% (3 of 8): row 1's first group is at 2:4 already, so its third goes to 5, not to 3 (the
+    # row's third lowest, which plain row pruning would take, leaving that group 1 of 4).
+    assert n_m_mask(scores, 2, 4, 0.375).tolist() == [
+        [False, True, False, True, False, True, True, True],
+        [True, True, False, False, True, True, True, False],
+    ]
+    # At the pattern's own sparsity (and above it, or without one): exactly the pattern.
+    for sparsity in (0.5, None):
+        assert torch.equal(n_m_mask(scores, 2, 4, sparsity), n_m_mask(scores, 2, 4))
+
+
+def test_2_of_4_reached_gradually_only_loses_weights_and_ends_on_the_pattern():
+    torch.manual_seed(0)
+    scores = torch.randn(8, 64)
+    mask = torch.ones_like(scores, dtype=torch.bool)
+    for sparsity in (0.0, 0.1, 0.22, 0.37, 0.45, 0.5):
+        gated = scores.masked_fill(~mask, -torch.inf)  # as the callback scores a pruned weight
+        new = n_m_mask(gated, 2, 4, sparsity)
+        assert not (new & ~mask).any()  # nothing comes back
+        assert ((~new).sum(1) == round(sparsity * 64)).all()  # every row at the schedule's sparsity
+        assert (new.reshape(8, 16, 4).sum(-1) >= 2).all()  # no group below the pattern on the way
+        mask = new
+    assert (mask.reshape(8, 16, 4).sum(-1) == 2).all()
+
+
 def test_a_global_mask_uses_one_threshold_across_layers():
     scores = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([10.0, 20.0])}
     masks = global_masks(scores, 0.5)
