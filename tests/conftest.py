@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -99,3 +102,21 @@ TINY_RUN = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+
+
+def write_table(path: Path, rows: list[dict[str, Any]], header: bool = True) -> Path:
+    """Writes ``rows`` in the format given by the file extension."""
+    frame = pd.DataFrame(rows)
+    if path.suffix == ".tsv":
+        lines = ["\t".join(frame.columns)] if header else []
+        lines += ["\t".join(str(v) for v in row) for row in frame.itertuples(index=False)]
+        path.write_text("\n".join(lines) + "\n")
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False, header=header)
+    elif path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    elif path.suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        raise ValueError(path)
+    return path

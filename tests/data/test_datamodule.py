@@ -1,24 +1,21 @@
 """TextClassificationDataModule: loading, checks, tokenization and batching.
 
 Real-data tests read GLUE files through the shared ``data_dir`` fixture (``$DISTILL_DATA_DIR``:
-skipped when it is unset; a missing file under a set directory fails). Format and error tests
-write small files to ``tmp_path``.
+skipped when it is unset; a missing file under a set directory fails). Format tests write small
+files to ``tmp_path``; the refusals are in test_datamodule_errors.py.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import torch
+from conftest import write_table
 from torch.utils.data import SequentialSampler
 
 from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
-from distill.data import sources as sources_module
 from distill.data.sampling import RankShardedSampler
 
 
@@ -232,27 +229,9 @@ ROWS = [
 TEXTS = ['he said " hello', "na", "a, b and c", "the end"]
 
 
-def _write(path: Path, rows: list[dict[str, Any]], header: bool = True) -> Path:
-    """Writes ``rows`` in the format given by the file extension."""
-    frame = pd.DataFrame(rows)
-    if path.suffix == ".tsv":
-        lines = ["\t".join(frame.columns)] if header else []
-        lines += ["\t".join(str(v) for v in row) for row in frame.itertuples(index=False)]
-        path.write_text("\n".join(lines) + "\n")
-    elif path.suffix == ".csv":
-        frame.to_csv(path, index=False, header=header)
-    elif path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    elif path.suffix == ".parquet":
-        frame.to_parquet(path)
-    else:
-        raise ValueError(path)
-    return path
-
-
 @pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl", ".parquet"])
 def test_reads_each_file_format(tokenizer: Any, tmp_path: Path, suffix: str) -> None:
-    train = _write(tmp_path / f"train{suffix}", ROWS)
+    train = write_table(tmp_path / f"train{suffix}", ROWS)
     dm = _prepared(tokenizer, train_file=train, eval_file=train, batch_size=2)
     assert [_text(tokenizer, dm.train_dataset, i) for i in range(4)] == TEXTS
     assert dm.train_dataset["labels"] == [1, 0, 1, 0]
@@ -261,7 +240,7 @@ def test_reads_each_file_format(tokenizer: Any, tmp_path: Path, suffix: str) -> 
 
 def test_headerless_tsv_with_column_names_and_explicit_format(tokenizer: Any, tmp_path: Path) -> None:
     rows = [{"id": f"r{i}", "text": row["sentence"], "y": row["label"]} for i, row in enumerate(ROWS)]
-    train = _write(tmp_path / "train.tsv", rows, header=False).rename(tmp_path / "train.txt")
+    train = write_table(tmp_path / "train.tsv", rows, header=False).rename(tmp_path / "train.txt")
     dm = _prepared(
         tokenizer,
         train_file=train,
@@ -277,7 +256,7 @@ def test_headerless_tsv_with_column_names_and_explicit_format(tokenizer: Any, tm
 
 
 def test_unshuffled_loader_and_setup_reuse_prepared_data(tokenizer: Any, tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.jsonl", ROWS * 5)
+    train = write_table(tmp_path / "train.jsonl", ROWS * 5)
     dm = TextClassificationDataModule(tokenizer, train_file=train, eval_file=train, shuffle=False, batch_size=3)
     assert dm.train_dataset is None
     dm.setup("fit")
@@ -289,121 +268,12 @@ def test_unshuffled_loader_and_setup_reuse_prepared_data(tokenizer: Any, tmp_pat
     assert labels == [1, 0, 1, 0] * 5
 
 
-# ---------------------------------------------------------------------- errors
-
-
-def test_missing_file_names_field_and_absolute_path(
-    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    _write(tmp_path / "dev.tsv", ROWS)
-    error = _config_error(tokenizer, train_file="missing/train.tsv", eval_file="dev.tsv")
-    assert len(error.problems) == 1
-    (problem,) = error.problems
-    assert "data.train_file" in problem
-    assert str(tmp_path / "missing/train.tsv") in problem
-    assert "data.hub_dataset" in problem  # the alternative fix
-
-
-def test_missing_label_column_lists_available_columns(tokenizer: Any, tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.csv", [{"sentence": "x", "target": 1}])
-    error = _config_error(tokenizer, train_file=train, eval_file=train, eval_limit=1)
-    assert len(error.problems) == 2  # train and eval split
-    assert "data.label_column='label'" in error.problems[0]
-    assert "['sentence', 'target']" in error.problems[0]
-
-
-def test_label_outside_num_labels_reports_range(tokenizer: Any, tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.tsv", [{"sentence": "x", "label": 5}, {"sentence": "y", "label": 0}])
-    dev = _write(tmp_path / "dev.tsv", ROWS)
-    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, num_labels=2).problems
-    assert "data.num_labels=2" in problem and "min 0, max 5" in problem
-    assert "data.num_labels=6" in problem  # the suggested fix
-
-
-def test_unknown_string_label_is_reported(tokenizer: Any, tmp_path: Path) -> None:
-    rows = [{"sentence": "x", "label": "yes"}, {"sentence": "y", "label": "maybe"}]
-    train = _write(tmp_path / "train.jsonl", rows)
-    dev = _write(tmp_path / "dev.jsonl", rows[:1])
-    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, label_names=["no", "yes"]).problems
-    assert "data.label_names=['no', 'yes'] does not contain the labels ['maybe'] found" in problem
-
-
-def test_non_numeric_labels_for_regression(tokenizer: Any, tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.csv", [{"sentence": "x", "label": "high"}, {"sentence": "y", "label": "2.5"}])
-    (problem, _) = _config_error(tokenizer, train_file=train, eval_file=train, num_labels=1).problems
-    assert "data.num_labels=1" in problem and "'high'" in problem and "'2.5'" not in problem
-
-
-def test_all_problems_are_reported_together(tokenizer: Any, tmp_path: Path) -> None:
-    train = _write(tmp_path / "train.tsv", [{"text": "x", "label": 7}])
-    error = _config_error(
-        tokenizer,
-        train_file=train,
-        eval_file=tmp_path / "nope.tsv",
-        batch_size=0,
-        file_format="xml",
-    )
-    fields = ["data.batch_size", "data.file_format", "data.eval_file"]
-    assert [next(f for f in fields if f in p) for p in error.problems[:3]] == fields
-    error = _config_error(tokenizer, train_file=train, eval_file=tmp_path / "nope.tsv")
-    assert len(error.problems) == 3
-    assert "data.eval_file" in error.problems[0]
-    assert "data.text_column='sentence'" in error.problems[1]
-    assert "max 7" in error.problems[2]
-    assert str(error).startswith("Invalid data configuration (3 problems):")
-    assert pickle.loads(pickle.dumps(error)).problems == error.problems
-
-
-# ---------------------------------------------------------------------- files and the hub
-
-
-def test_hub_is_read_only_when_no_file_is_configured(
-    tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import datasets
-
-    calls = []
-
-    def fake_hub(name: str, subset: str | None, split: str) -> datasets.Dataset:
-        calls.append((name, subset, split))
-        label = datasets.ClassLabel(names=["negative", "positive"])
-        features = datasets.Features({"sentence": datasets.Value("string"), "label": label})
-        return datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
-
-    monkeypatch.setattr(sources_module, "load_hub_split", fake_hub)
-    dm = _prepared(tokenizer, hub_dataset="glue", hub_subset="sst2")
-    assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
-    assert dm.train_dataset["labels"] == [1, 0]
-    assert dm.label_names == ["negative", "positive"]  # from the hub's ClassLabel
-    assert dm.data_sources["train"] == "hub dataset glue/sst2 split 'train'"
-
-    # A named file that does not exist is an error naming the path, never a silent switch to the hub.
-    calls.clear()
-    error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
-    assert calls == [("glue", "sst2", "validation")]  # the eval split (no file named) still reads the hub
-    (problem,) = error.problems
-    assert problem.startswith("data.train_file=") and str(tmp_path / "absent.tsv") in problem
-    assert "file not found" in problem and "data.train_file=null" in problem
-
-
-def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(name: str, subset: str | None, split: str) -> Any:
-        raise ConnectionError("hub unreachable")
-
-    monkeypatch.setattr(sources_module, "load_hub_split", offline)
-    error = _config_error(tokenizer, hub_dataset="glue", hub_subset="sst2")
-    assert len(error.problems) == 2  # both splits
-    assert "glue/sst2 split 'train'" in error.problems[0] and "hub unreachable" in error.problems[0]
-    assert "glue/sst2 split 'validation'" in error.problems[1]
-
-
 def test_hydra_instantiation_with_list_config(tokenizer: Any, tmp_path: Path) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     rows = [{"sentence": "x", "label": "yes"}, {"sentence": "y", "label": "no"}]
-    train = _write(tmp_path / "train.jsonl", rows)
+    train = write_table(tmp_path / "train.jsonl", rows)
     config = OmegaConf.create(
         {
             "_target_": "distill.data.TextClassificationDataModule",
