@@ -120,3 +120,19 @@ def write_table(path: Path, rows: list[dict[str, Any]], header: bool = True) -> 
     else:
         raise ValueError(path)
     return path
+
+
+def prepared_classification(tokenizer: Any, **kwargs: Any):
+    """A prepared ``TextClassificationDataModule`` (datasets read, checked and tokenized)."""
+    from distill.data import TextClassificationDataModule
+
+    return TextClassificationDataModule(tokenizer, **kwargs).prepare()
+
+
+def classification_config_error(tokenizer: Any, **kwargs: Any):
+    """The ``DataConfigError`` that preparing a ``TextClassificationDataModule`` with ``kwargs`` raises."""
+    from distill.data import DataConfigError, TextClassificationDataModule
+
+    with pytest.raises(DataConfigError) as info:
+        TextClassificationDataModule(tokenizer, **kwargs).prepare()
+    return info.value

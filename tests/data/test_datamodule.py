@@ -12,21 +12,11 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import write_table
+from conftest import classification_config_error, prepared_classification, write_table
 from torch.utils.data import SequentialSampler
 
 from distill.data import DataConfigError, LengthGroupedSampler, TextClassificationDataModule
 from distill.data.sampling import RankShardedSampler
-
-
-def _prepared(tokenizer: Any, **kwargs: Any) -> TextClassificationDataModule:
-    return TextClassificationDataModule(tokenizer, **kwargs).prepare()
-
-
-def _config_error(tokenizer: Any, **kwargs: Any) -> DataConfigError:
-    with pytest.raises(DataConfigError) as info:
-        TextClassificationDataModule(tokenizer, **kwargs).prepare()
-    return info.value
 
 
 def _text(tokenizer: Any, dataset: Any, index: int) -> str:
@@ -37,7 +27,7 @@ def _text(tokenizer: Any, dataset: Any, index: int) -> str:
 
 
 def test_sst2_limits_labels_and_first_example(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "sst2/train.tsv",
         eval_file=data_dir / "sst2/dev.tsv",
@@ -56,7 +46,7 @@ def test_sst2_limits_labels_and_first_example(tokenizer: Any, data_dir: Path) ->
 
 
 def test_sst2_batches_pad_to_their_own_longest_example(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "sst2/train.tsv",
         eval_file=data_dir / "sst2/dev.tsv",
@@ -84,7 +74,7 @@ def test_sst2_batches_pad_to_their_own_longest_example(tokenizer: Any, data_dir:
 
 
 def test_unshuffled_train_batches_follow_file_order(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "sst2/train.tsv",
         eval_file=data_dir / "sst2/dev.tsv",
@@ -104,7 +94,7 @@ def test_unshuffled_train_batches_follow_file_order(tokenizer: Any, data_dir: Pa
 
 def test_length_grouping_pads_less_than_random_order(tokenizer: Any, data_dir: Path) -> None:
     def padded_tokens(group_by_length: bool) -> tuple[int, int]:
-        dm = _prepared(
+        dm = prepared_classification(
             tokenizer,
             train_file=data_dir / "sst2/train.tsv",
             eval_file=data_dir / "sst2/dev.tsv",
@@ -127,7 +117,7 @@ def test_length_grouping_pads_less_than_random_order(tokenizer: Any, data_dir: P
 
 
 def test_mrpc_sentence_pairs_get_segment_ids(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "mrpc/train.tsv",
         eval_file=data_dir / "mrpc/dev.tsv",
@@ -148,7 +138,7 @@ def test_mrpc_sentence_pairs_get_segment_ids(tokenizer: Any, data_dir: Path) -> 
 
 
 def test_rte_string_labels_map_to_label_names(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "rte/train.tsv",
         eval_file=data_dir / "rte/dev.tsv",
@@ -163,7 +153,7 @@ def test_rte_string_labels_map_to_label_names(tokenizer: Any, data_dir: Path) ->
 
 
 def test_rte_string_labels_without_label_names_suggest_them(tokenizer: Any, data_dir: Path) -> None:
-    error = _config_error(
+    error = classification_config_error(
         tokenizer,
         train_file=data_dir / "rte/train.tsv",
         eval_file=data_dir / "rte/dev.tsv",
@@ -176,7 +166,7 @@ def test_rte_string_labels_without_label_names_suggest_them(tokenizer: Any, data
 
 
 def test_cola_headerless_files_use_column_names(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "cola/train.tsv",
         eval_file=data_dir / "cola/dev.tsv",
@@ -192,14 +182,14 @@ def test_cola_headerless_files_use_column_names(tokenizer: Any, data_dir: Path) 
 
 
 def test_cola_without_column_names_explains_the_header(tokenizer: Any, data_dir: Path) -> None:
-    error = _config_error(tokenizer, train_file=data_dir / "cola/train.tsv", eval_file=data_dir / "cola/dev.tsv")
+    error = classification_config_error(tokenizer, train_file=data_dir / "cola/train.tsv", eval_file=data_dir / "cola/dev.tsv")
     message = str(error)
     assert "data.text_column='sentence'" in message and "data.column_names=[...]" in message
     assert "'gj04'" in message  # the first row, read as a header, is listed as the columns
 
 
 def test_stsb_regression_has_float_labels(tokenizer: Any, data_dir: Path) -> None:
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=data_dir / "stsb/train.tsv",
         eval_file=data_dir / "stsb/dev.tsv",
@@ -232,7 +222,7 @@ TEXTS = ['he said " hello', "na", "a, b and c", "the end"]
 @pytest.mark.parametrize("suffix", [".tsv", ".csv", ".jsonl", ".parquet"])
 def test_reads_each_file_format(tokenizer: Any, tmp_path: Path, suffix: str) -> None:
     train = write_table(tmp_path / f"train{suffix}", ROWS)
-    dm = _prepared(tokenizer, train_file=train, eval_file=train, batch_size=2)
+    dm = prepared_classification(tokenizer, train_file=train, eval_file=train, batch_size=2)
     assert [_text(tokenizer, dm.train_dataset, i) for i in range(4)] == TEXTS
     assert dm.train_dataset["labels"] == [1, 0, 1, 0]
     assert dm.train_dataset.features["labels"].dtype == "int64"
@@ -241,7 +231,7 @@ def test_reads_each_file_format(tokenizer: Any, tmp_path: Path, suffix: str) -> 
 def test_headerless_tsv_with_column_names_and_explicit_format(tokenizer: Any, tmp_path: Path) -> None:
     rows = [{"id": f"r{i}", "text": row["sentence"], "y": row["label"]} for i, row in enumerate(ROWS)]
     train = write_table(tmp_path / "train.tsv", rows, header=False).rename(tmp_path / "train.txt")
-    dm = _prepared(
+    dm = prepared_classification(
         tokenizer,
         train_file=train,
         eval_file=train,

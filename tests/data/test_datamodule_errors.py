@@ -11,22 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_table
+from conftest import classification_config_error, prepared_classification, write_table
 
-from distill.data import DataConfigError, TextClassificationDataModule
 from distill.data import sources as sources_module
 
 ROWS = [{"sentence": "good", "label": 1}, {"sentence": "bad", "label": 0}]
-
-
-def _prepared(tokenizer: Any, **kwargs: Any) -> TextClassificationDataModule:
-    return TextClassificationDataModule(tokenizer, **kwargs).prepare()
-
-
-def _config_error(tokenizer: Any, **kwargs: Any) -> DataConfigError:
-    with pytest.raises(DataConfigError) as info:
-        TextClassificationDataModule(tokenizer, **kwargs).prepare()
-    return info.value
 
 
 # ---------------------------------------------------------------------- errors
@@ -37,7 +26,7 @@ def test_missing_file_names_field_and_absolute_path(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     write_table(tmp_path / "dev.tsv", ROWS)
-    error = _config_error(tokenizer, train_file="missing/train.tsv", eval_file="dev.tsv")
+    error = classification_config_error(tokenizer, train_file="missing/train.tsv", eval_file="dev.tsv")
     assert len(error.problems) == 1
     (problem,) = error.problems
     assert "data.train_file" in problem
@@ -47,7 +36,7 @@ def test_missing_file_names_field_and_absolute_path(
 
 def test_missing_label_column_lists_available_columns(tokenizer: Any, tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.csv", [{"sentence": "x", "target": 1}])
-    error = _config_error(tokenizer, train_file=train, eval_file=train, eval_limit=1)
+    error = classification_config_error(tokenizer, train_file=train, eval_file=train, eval_limit=1)
     assert len(error.problems) == 2  # train and eval split
     assert "data.label_column='label'" in error.problems[0]
     assert "['sentence', 'target']" in error.problems[0]
@@ -56,7 +45,7 @@ def test_missing_label_column_lists_available_columns(tokenizer: Any, tmp_path: 
 def test_label_outside_num_labels_reports_range(tokenizer: Any, tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.tsv", [{"sentence": "x", "label": 5}, {"sentence": "y", "label": 0}])
     dev = write_table(tmp_path / "dev.tsv", ROWS)
-    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, num_labels=2).problems
+    (problem,) = classification_config_error(tokenizer, train_file=train, eval_file=dev, num_labels=2).problems
     assert "data.num_labels=2" in problem and "min 0, max 5" in problem
     assert "data.num_labels=6" in problem  # the suggested fix
 
@@ -65,19 +54,19 @@ def test_unknown_string_label_is_reported(tokenizer: Any, tmp_path: Path) -> Non
     rows = [{"sentence": "x", "label": "yes"}, {"sentence": "y", "label": "maybe"}]
     train = write_table(tmp_path / "train.jsonl", rows)
     dev = write_table(tmp_path / "dev.jsonl", rows[:1])
-    (problem,) = _config_error(tokenizer, train_file=train, eval_file=dev, label_names=["no", "yes"]).problems
+    (problem,) = classification_config_error(tokenizer, train_file=train, eval_file=dev, label_names=["no", "yes"]).problems
     assert "data.label_names=['no', 'yes'] does not contain the labels ['maybe'] found" in problem
 
 
 def test_non_numeric_labels_for_regression(tokenizer: Any, tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.csv", [{"sentence": "x", "label": "high"}, {"sentence": "y", "label": "2.5"}])
-    (problem, _) = _config_error(tokenizer, train_file=train, eval_file=train, num_labels=1).problems
+    (problem, _) = classification_config_error(tokenizer, train_file=train, eval_file=train, num_labels=1).problems
     assert "data.num_labels=1" in problem and "'high'" in problem and "'2.5'" not in problem
 
 
 def test_all_problems_are_reported_together(tokenizer: Any, tmp_path: Path) -> None:
     train = write_table(tmp_path / "train.tsv", [{"text": "x", "label": 7}])
-    error = _config_error(
+    error = classification_config_error(
         tokenizer,
         train_file=train,
         eval_file=tmp_path / "nope.tsv",
@@ -86,7 +75,7 @@ def test_all_problems_are_reported_together(tokenizer: Any, tmp_path: Path) -> N
     )
     fields = ["data.batch_size", "data.file_format", "data.eval_file"]
     assert [next(f for f in fields if f in p) for p in error.problems[:3]] == fields
-    error = _config_error(tokenizer, train_file=train, eval_file=tmp_path / "nope.tsv")
+    error = classification_config_error(tokenizer, train_file=train, eval_file=tmp_path / "nope.tsv")
     assert len(error.problems) == 3
     assert "data.eval_file" in error.problems[0]
     assert "data.text_column='sentence'" in error.problems[1]
@@ -112,7 +101,7 @@ def test_hub_is_read_only_when_no_file_is_configured(
         return datasets.Dataset.from_dict({"sentence": ["good", "bad"], "label": [1, 0]}, features=features)
 
     monkeypatch.setattr(sources_module, "load_hub_split", fake_hub)
-    dm = _prepared(tokenizer, hub_dataset="glue", hub_subset="sst2")
+    dm = prepared_classification(tokenizer, hub_dataset="glue", hub_subset="sst2")
     assert calls == [("glue", "sst2", "train"), ("glue", "sst2", "validation")]
     assert dm.train_dataset["labels"] == [1, 0]
     assert dm.label_names == ["negative", "positive"]  # from the hub's ClassLabel
@@ -120,7 +109,7 @@ def test_hub_is_read_only_when_no_file_is_configured(
 
     # A named file that does not exist is an error naming the path, never a silent switch to the hub.
     calls.clear()
-    error = _config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
+    error = classification_config_error(tokenizer, train_file=tmp_path / "absent.tsv", hub_dataset="glue", hub_subset="sst2")
     assert calls == [("glue", "sst2", "validation")]  # the eval split (no file named) still reads the hub
     (problem,) = error.problems
     assert problem.startswith("data.train_file=") and str(tmp_path / "absent.tsv") in problem
@@ -132,7 +121,7 @@ def test_hub_failure_is_reported(tokenizer: Any, tmp_path: Path, monkeypatch: py
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(sources_module, "load_hub_split", offline)
-    error = _config_error(tokenizer, hub_dataset="glue", hub_subset="sst2")
+    error = classification_config_error(tokenizer, hub_dataset="glue", hub_subset="sst2")
     assert len(error.problems) == 2  # both splits
     assert "glue/sst2 split 'train'" in error.problems[0] and "hub unreachable" in error.problems[0]
     assert "glue/sst2 split 'validation'" in error.problems[1]
