@@ -5,11 +5,12 @@ The ``*_hub`` experiments need the Hugging Face hub (bert-base-uncased, hub data
 composed and checked from the config alone (tests/test_cli.py, every experiment).
 """
 
+import json
 from pathlib import Path
 
 import pytest
 
-from conftest import compose
+from conftest import compose, tiny_bert
 from distill.train import train
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "distill" / "conf" / "experiment").glob("*.yaml"))
@@ -49,3 +50,20 @@ def test_experiment_trains_one_step(experiment, data_dir, tmp_path):
     summary = train(cfg)
     assert summary["metric"] in summary["student"]
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_qat_from_a_trained_student_is_taught_by_its_fp32_copy(tokenizer, data_dir, tmp_path):
+    """sst2_qat_int2_from_fp32: the student folder is also the teacher (same widths: hidden states
+    matched without a projection), fake-quant from step 0, and the export is the quantized student."""
+    folder = tmp_path / "fp32_student"
+    tiny_bert(num_layers=2, dropout=0.0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = compose(["experiment=sst2_qat_int2_from_fp32", f"student.name_or_path={folder}", *QUICK], tmp_path)
+    assert cfg.teacher.name_or_path == str(folder) and cfg.teacher.finetune is None
+    summary = train(cfg)
+    assert summary["metric"] in summary["student"] and summary["metric"] in summary["teacher"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["student"]["compression"]["format"] == "int2 g32 sym, emb int8"
+    assert metrics["student"]["compression"]["method"] == "qat-range"  # learned scales
+    assert set(metrics["examples_seen"]) == {"kd", "ce", "hidden"}
