@@ -46,7 +46,7 @@ def test_help_shows_groups_options_and_examples(tmp_path):
 
 
 #: Experiments that start from an earlier run's student, named on the command line.
-NEEDS_A_TRAINED_STUDENT = {"sst2_qat_int2_from_fp32"}
+NEEDS_A_TRAINED_STUDENT = {"sst2_qat_int2_from_fp32", "sst2_qat_ternary_from_fp32"}
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))

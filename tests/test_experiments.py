@@ -20,6 +20,8 @@ HUB_EXPERIMENTS = [name for name in EXPERIMENTS if name.endswith("_hub")]
 #: GPTQ); the others differ from these only in their preset's fields, which tests/test_cli.py
 #: validates for every experiment, tests/quantization/ runs every format on tiny models, and
 #: tests/callbacks/test_quantization.py trains the AWQ and SmoothQuant presets on a tiny student.
+#: sst2_qat_int2_from_fp32 needs a trained student's folder: it trains below on a tiny saved one
+#: (sst2_qat_ternary_from_fp32 is it with the ternary preset).
 #: Of the pruning experiments, FFN removal trains here; gradual magnitude, 2:4 Wanda and FFN removal
 #: on tiny models are what tests/callbacks/test_pruning.py and tests/test_ddp.py train (sst2_minitron
 #: differs from sst2_prune_ffn50 in its student's layer list and the preset's fields, which
